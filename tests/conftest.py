@@ -40,3 +40,68 @@ class _RaiseOnCompute:
 def raise_if_dask_computes():
     """Context in which any dask compute raises (proves a step stays lazy)."""
     return lambda: dask.config.set(scheduler=_RaiseOnCompute())
+
+
+def sha256_tree(folder):
+    """{relative path: sha256} of every file under ``folder`` (raw files must never change)."""
+    import hashlib
+    out = {}
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def assert_stores_identical(a, b):
+    """Two stores hold the same data, coordinates, attributes, ledger, quarantine and commit record."""
+    import json
+
+    import xarray as xr
+
+    from reduce.io.store import Store
+
+    sa, sb = Store(a), Store(b)
+    for spec in sa.schema["groups"]:
+        if spec["variables"]:
+            xr.testing.assert_identical(sa.open_group(spec["path"]).load(), sb.open_group(spec["path"]).load())
+    strip = lambda entries: [{k: v for k, v in e.items() if k != "path"} for e in entries]  # noqa: E731
+    assert strip(sa.ledger()) == strip(sb.ledger())
+    assert strip(sa.quarantine()) == strip(sb.quarantine())
+    state_a, state_b = sa.read_state(), sb.read_state()
+    for state in (state_a, state_b):
+        for sets in state.get("group_attrs", {}).values():
+            for calset in sets.get("calibration_sets", []):
+                for entry in calset.values():
+                    entry.pop("path", None)
+    assert json.dumps(state_a, sort_keys=True) == json.dumps(state_b, sort_keys=True)
+
+
+@pytest.fixture(scope="session")
+def swas_raw(tmp_path_factory):
+    """A small simulated SWAS set: 3 segments on day 5 and 1 on day 6 (folders day5/, day6/)."""
+    from reduce.simulate.swas import simulate_swas
+    from reduce.simulate.swas_plan import make_spec
+
+    root = tmp_path_factory.mktemp("swas_raw")
+    day5 = [make_spec(5, 1, "OMC-1", "NOD", 300, start_s=300.0, ground_gap=True),
+            make_spec(5, 2, "SGRA-150", "CHOP", 160, lo_shift_kms=-150.0, start_s=1500.0),
+            make_spec(5, 3, "G34.3+0.15/A", "MAP", 240, start_s=2400.0)]
+    day6 = [make_spec(6, 1, "OMC-1", "NOD", 200, start_s=300.0)]
+    simulate_swas(root / "day5", specs=day5, seed=1)
+    simulate_swas(root / "day6", specs=day6, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mips_raw(tmp_path_factory):
+    """A small simulated MIPS set: aor1/ (photometry, 3 s DCEs) and aor2/ (scan map, 4 s DCEs)."""
+    from reduce.simulate.mips import AorSpec, simulate_mips
+
+    root = tmp_path_factory.mktemp("mips_raw")
+    simulate_mips(root / "aor1", seed=2, specs=[AorSpec(
+        aorkey=12345678, aot_type="MipsPhot", object="FIELD A", ra=150.0, dec=2.0,
+        start_mjd=53500.0, n_dce=5, exptime_ge=3.0)])
+    simulate_mips(root / "aor2", seed=2, specs=[AorSpec(
+        aorkey=12346000, aot_type="MipsScan", object="FIELD B", ra=151.0, dec=2.5,
+        start_mjd=53500.2, n_dce=4, exptime_ge=4.0)])
+    return root

@@ -1,0 +1,15 @@
+"""Deployment of skyreduce on dask: ``connect()`` to a local cluster, a scheduler or a scheduler file.
+
+Defaults live in ``skyreduce-cluster.yaml`` under the dask config namespace
+``skyreduce.cluster`` (registered at import, never written to disk);
+``cluster.options`` adds the matching command-line options.
+"""
+import logging
+
+from cluster.connect import ClusterOptions, connect, resolve_options, tls_security
+from cluster.options import add_cluster_arguments, connect_from_args
+
+__all__ = ["ClusterOptions", "add_cluster_arguments", "connect", "connect_from_args",
+           "resolve_options", "tls_security"]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

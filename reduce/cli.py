@@ -1,0 +1,151 @@
+"""The ``skyreduce`` command: thin layer that parses, connects to a cluster and calls the library.
+
+Exit codes: 0 all went well; 1 some inputs were rejected (the rest done); 2 usage or fatal error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import ReduceError
+
+log = logging.getLogger("reduce.cli")
+
+
+def _cluster_parent():
+    from cluster.options import add_cluster_arguments
+
+    parent = argparse.ArgumentParser(add_help=False)
+    add_cluster_arguments(parent)
+    parent.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only results and problems")
+    parent.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parent = _cluster_parent()
+    parser = argparse.ArgumentParser(prog="skyreduce", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"skyreduce {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="write simulated level-0 files (with a truth file)")
+    sim = simulate.add_subparsers(dest="instrument", required=True)
+    p = sim.add_parser("swas", parents=[parent], help="SWAS level-0.5 segment files")
+    p.add_argument("outdir", type=Path)
+    p.add_argument("--days", type=int, default=1, help="mission days to simulate (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start-day", type=int, default=1, help="first mission day (day 1 = 1998-11-01)")
+    p.add_argument("--segments-per-day", type=int, default=None)
+    p = sim.add_parser("mips", parents=[parent], help="Spitzer MIPS raw DCE files and calibration files")
+    p.add_argument("outdir", type=Path)
+    p.add_argument("--aors", type=int, default=2, help="observation requests to simulate (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+
+    ingest = commands.add_parser("ingest", help="ingest level-0 files into a zarr store (incremental)")
+    ing = ingest.add_subparsers(dest="instrument", required=True)
+    for name in ("swas", "mips"):
+        p = ing.add_parser(name, parents=[parent], help=f"{name.upper()} level-0 files or folders")
+        p.add_argument("raw", nargs="+", type=Path, metavar="RAW", help="files or folders")
+        p.add_argument("--store", type=Path, required=True)
+        p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="wait this long for another ingest's lock on the store (default: refuse at once)")
+        if name == "mips":
+            p.add_argument("--cal", type=Path, default=None, help="calibration folder (default: cal/ beside the raw files)")
+
+    p = commands.add_parser("demo", parents=[parent], help="simulate a small SWAS and MIPS set and ingest both")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for everything (default demo-output)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except ReduceError as exc:
+        print(f"skyreduce: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("skyreduce: interrupted", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from cluster.options import connect_from_args
+
+    with connect_from_args(args) as client:
+        if args.command == "simulate":
+            return _simulate(args, client)
+        if args.command == "ingest":
+            return _ingest(args, client)
+        if args.command == "demo":
+            return _demo(args, client)
+    raise AssertionError(args.command)
+
+
+def _simulate(args, client, instrument=None, outdir=None):
+    instrument = instrument or args.instrument
+    outdir = outdir or args.outdir
+    if instrument == "swas":
+        from .simulate.swas import simulate_swas
+        result = simulate_swas(outdir, days=getattr(args, "days", 1), seed=args.seed,
+                               start_day=getattr(args, "start_day", 1),
+                               segments_per_day=getattr(args, "segments_per_day", None), client=client)
+    else:
+        from .simulate.mips import simulate_mips
+        result = simulate_mips(outdir, aors=getattr(args, "aors", 2), seed=args.seed, client=client)
+    mb = result.get("bytes", 0) / 1e6
+    print(f"simulated {instrument.upper()}: {len(result['files'])} level-0 files ({mb:.1f} MB) in {outdir}")
+    print(f"  truth: {result['truth']}")
+    return 0
+
+
+def _ingest(args, client, instrument=None, raw=None, store=None):
+    instrument = instrument or args.instrument
+    raw = raw or args.raw
+    store = store or args.store
+    report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    kwargs = dict(client=client, wait=getattr(args, "wait", 0.0), progress=not args.quiet, report=report)
+    if instrument == "swas":
+        from .swas.ingest import ingest_swas
+        summary = ingest_swas(raw, store, **kwargs)
+    else:
+        from .mips.ingest import ingest_mips
+        summary = ingest_mips(raw, store, cal_dir=getattr(args, "cal", None), **kwargs)
+    rate = summary.raw_bytes / 1e6 / summary.seconds if summary.seconds else 0.0
+    rows = ", ".join(f"{k} +{v}" for k, v in sorted(summary.rows.items())) or "nothing new"
+    print(f"ingested {instrument.upper()} into {store}: {len(summary.ingested)} new files "
+          f"({summary.raw_bytes / 1e6:.1f} MB, {rate:.1f} MB/s; {rows}); "
+          f"{len(summary.already)} already in the store; {len(summary.rejected)} rejected")
+    if summary.rejected:
+        print(f"  rejected inputs are listed in {Path(store) / '.skyreduce' / 'quarantine.jsonl'}")
+    return summary.exit_code
+
+
+def _demo(args, client):
+    out = args.out
+    args.seed = 0
+    codes = []
+    for instrument in ("swas", "mips"):
+        raw = out / "raw" / instrument
+        codes.append(_simulate(args, client, instrument, raw))
+        codes.append(_ingest(args, client, instrument, [raw], out / f"{instrument}.zarr"))
+    from .io.store import Store
+    for instrument in ("swas", "mips"):
+        store = Store(out / f"{instrument}.zarr")
+        groups = [g["path"] for g in store.schema["groups"] if g["variables"]]
+        for group in groups:
+            ds = store.open_group(group)
+            dims = ", ".join(f"{d}={n}" for d, n in ds.sizes.items())
+            print(f"{store.path}{'/' + group if group else ''}: {dims}; variables: {', '.join(ds.data_vars)}")
+    print(f"open them with: xarray.open_zarr('{out / 'swas.zarr'}') or reduce.io.store.Store(path).open_group(...)")
+    return max(codes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

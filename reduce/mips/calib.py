@@ -1,0 +1,188 @@
+"""Read and validate the MIPS calibration reference files of ICD §2.
+
+``load_calibration(folder, chnlnum)`` opens (read-only) the dark, flat,
+pmask, distortion and cal files of one array (plus nonlin for 70/160 um),
+checks their PRIMARY keywords, shapes and required keywords, and returns a
+frozen ``CalibrationSet`` with read-only arrays, the scalars and every
+file's identity (name, SHA-256, CALVERS) for product provenance.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from reduce.errors import BadInputError, CalibrationError
+
+log = logging.getLogger(__name__)
+
+BAND = {1: 24, 2: 70, 3: 160}
+"""CHNLNUM -> band (um)."""
+SHAPE = {1: (128, 128), 2: (32, 32), 3: (2, 20)}
+"""CHNLNUM -> array shape [ny, nx]."""
+PRIMARY_KEYWORDS = ("TELESCOP", "INSTRUME", "CHNLNUM", "REFTYPE", "CALVERS")
+CAL_KEYWORDS = {1: ("FLUXCONV", "GAIN", "RDNOISE", "SATLEVEL", "DROOP", "JAILBAR"),
+                2: ("FLUXCONV", "GAIN", "RDNOISE", "SATLEVEL"),
+                3: ("FLUXCONV", "GAIN", "RDNOISE", "SATLEVEL")}
+DISTORTION_KEYWORDS = ("WCSAXES", "CTYPE1", "CTYPE2", "PXSCAL1", "PXSCAL2", "CRPIX1", "CRPIX2",
+                       "A_ORDER", "B_ORDER")
+
+
+@dataclass(frozen=True)
+class CalFile:
+    """Identity of one reference file, as recorded in product headers."""
+    name: str
+    reftype: str
+    sha256: str
+    calvers: str
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Everything the level-1 pipeline needs for one array (arrays read-only).
+
+    dark (DN/s), flat, pmask (int16 bits) are [ny, nx]; nonlin [K, ny, nx]
+    (70/160 only); stimamp [ny, nx] DN/s (70/160 only); distortion is the
+    DISTORT header (a copy).  Scalars as in the CAL header (jbthresh: the
+    optional JBTHRESH keyword, None when absent).
+    """
+    chnlnum: int
+    dark: np.ndarray
+    flat: np.ndarray
+    pmask: np.ndarray
+    distortion: fits.Header
+    fluxconv: float
+    gain: float
+    rdnoise: float
+    satlevel: float
+    files: tuple
+    nonlin: np.ndarray | None = None
+    stimamp: np.ndarray | None = None
+    droop: float | None = None
+    jailbar: float | None = None
+    jbthresh: float | None = None
+
+    @property
+    def band(self):
+        return BAND[self.chnlnum]
+
+    @property
+    def shape(self):
+        return SHAPE[self.chnlnum]
+
+    @property
+    def calvers(self):
+        """The CALVERS of the set ('+'-joined when files differ)."""
+        return "+".join(sorted({f.calvers for f in self.files}))
+
+    def provenance_cards(self):
+        """[(keyword, value, comment)] naming each file and its SHA-256, for a product header."""
+        cards = []
+        for f in self.files:
+            key = f.reftype[:6]
+            cards += [(f"CF{key}", f.name, f"{f.reftype} reference file (CALVERS {f.calvers})"),
+                      (f"CS{key}"[:8], f.sha256[:64], f"SHA-256 of {f.name}")]
+        return cards
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_primary(path, header, chnlnum, reftype):
+    for key in PRIMARY_KEYWORDS:
+        if key not in header:
+            raise BadInputError(path, f"HDU 0 (PRIMARY): required keyword {key} missing")
+    expect = {"TELESCOP": "Spitzer", "INSTRUME": "MIPS", "REFTYPE": reftype}
+    for key, value in expect.items():
+        if str(header[key]).strip().upper() != value.upper():
+            raise BadInputError(path, f"HDU 0: {key} = {header[key]!r}, expected {value!r}")
+    if header["CHNLNUM"] != chnlnum:
+        raise BadInputError(path, f"HDU 0: CHNLNUM = {header['CHNLNUM']!r} does not match the "
+                                  f"requested channel {chnlnum} (mismatched calibration file)")
+
+
+def _check_keywords(path, header, keys, hdu="0 (PRIMARY)"):
+    for key in keys:
+        if key not in header:
+            raise BadInputError(path, f"HDU {hdu}: required keyword {key} missing")
+        value = header[key]
+        if not isinstance(value, str) and not np.isfinite(value):
+            raise BadInputError(path, f"HDU {hdu}: keyword {key} = {value!r} is not finite")
+
+
+def _image(path, hdu, name, shape, dtype):
+    data = hdu.data
+    if data is None or data.shape != shape:
+        got = None if data is None else data.shape
+        raise BadInputError(path, f"HDU {name}: data shape {got}, expected {shape} [ny, nx]")
+    out = np.array(data, dtype=dtype)       # native byte order, our own copy
+    out.flags.writeable = False
+    return out
+
+
+def _read(folder, chnlnum, suffix, reftype):
+    path = Path(folder) / f"mips{BAND[chnlnum]}_{suffix}.fits"
+    if not path.is_file():
+        raise CalibrationError(
+            f"{path}: {reftype} calibration file for CHNLNUM={chnlnum} not found")
+    try:
+        hdul = fits.open(path, mode="readonly", memmap=False)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(path, f"not a readable FITS file ({exc})") from exc
+    with hdul:
+        _check_primary(path, hdul[0].header, chnlnum, reftype)
+        hdul.readall()
+        ident = CalFile(path.name, reftype, _sha256(path), str(hdul[0].header["CALVERS"]))
+        return path, [h.copy() for h in hdul], ident
+
+
+def load_calibration(folder, chnlnum):
+    """Read the reference files of array ``chnlnum`` (1, 2, 3) from ``folder``."""
+    if chnlnum not in BAND:
+        raise ValueError(f"CHNLNUM must be 1, 2 or 3, got {chnlnum!r}")
+    shape = SHAPE[chnlnum]
+    files, kw = [], {}
+    for suffix, reftype in (("dark", "DARK"), ("flat", "FLAT"), ("pmask", "PMASK")):
+        path, hdus, ident = _read(folder, chnlnum, suffix, reftype)
+        dtype = np.int16 if reftype == "PMASK" else np.float32
+        kw[suffix] = _image(path, hdus[0], "0 (PRIMARY)", shape, dtype)
+        files.append(ident)
+    if chnlnum in (2, 3):
+        path, hdus, ident = _read(folder, chnlnum, "nonlin", "NONLIN")
+        data = hdus[0].data
+        if data is None or data.ndim != 3 or data.shape[1:] != shape:
+            got = None if data is None else data.shape
+            raise BadInputError(path, f"HDU 0 (PRIMARY): data shape {got}, "
+                                      f"expected [K, {shape[0]}, {shape[1]}]")
+        kw["nonlin"] = _image(path, hdus[0], "0 (PRIMARY)", data.shape, np.float32)
+        files.append(ident)
+    path, hdus, ident = _read(folder, chnlnum, "distortion", "DISTORT")
+    _check_keywords(path, hdus[0].header, DISTORTION_KEYWORDS)
+    kw["distortion"] = hdus[0].header.copy()
+    files.append(ident)
+    path, hdus, ident = _read(folder, chnlnum, "cal", "CAL")
+    hdr = hdus[0].header
+    _check_keywords(path, hdr, CAL_KEYWORDS[chnlnum])
+    for key in CAL_KEYWORDS[chnlnum]:
+        kw[key.lower()] = float(hdr[key])
+    if chnlnum == 1 and "JBTHRESH" in hdr:       # optional: jailbar "bright" threshold, DN/s
+        kw["jbthresh"] = float(hdr["JBTHRESH"])
+    if chnlnum in (2, 3):
+        names = [h.name for h in hdus]
+        if "STIMAMP" not in names:
+            raise BadInputError(path, "image extension STIMAMP missing")
+        kw["stimamp"] = _image(path, hdus[names.index("STIMAMP")], "STIMAMP", shape, np.float32)
+    files.append(ident)
+    if len({f.calvers for f in files}) > 1:
+        log.warning("calibration files of CHNLNUM=%d in %s have different CALVERS: %s",
+                    chnlnum, folder, {f.name: f.calvers for f in files})
+    return CalibrationSet(chnlnum=chnlnum, files=tuple(files), **kw)

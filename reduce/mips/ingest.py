@@ -1,0 +1,174 @@
+"""Spitzer MIPS raw DCE files -> the MIPS store (schemas/mips_raw.yaml -> schemas/mips_store.yaml).
+
+Each DCE goes to the group of its array (mips24, mips70, mips160). The
+calibration reference files (``cal/`` beside the raw files, or a folder given
+with ``cal_dir``) are identified by name, SHA-256 and CALVERS; each distinct
+set is listed once in the group attribute ``calibration_sets`` and every DCE
+points at its set through the ``calset`` coordinate.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from ..errors import BadInputError
+from ..io.fitsio import hdu_data, open_fits, sha256_file
+from ..io.ingest import FileRecord, Rejection, expand_inputs, ingest
+from ..schemas import check_keywords, group_spec, load_schema
+
+STORE_SCHEMA = "mips_store"
+BANDS = {1: 24, 2: 70, 3: 160}
+REFFILES = {  # REFTYPE -> file name pattern, channels that have it
+    "DARK": ("mips{band}_dark.fits", (1, 2, 3)),
+    "FLAT": ("mips{band}_flat.fits", (1, 2, 3)),
+    "NONLIN": ("mips{band}_nonlin.fits", (2, 3)),
+    "PMASK": ("mips{band}_pmask.fits", (1, 2, 3)),
+    "DISTORT": ("mips{band}_distortion.fits", (1, 2, 3)),
+    "CAL": ("mips{band}_cal.fits", (1, 2, 3)),
+}
+
+
+@functools.lru_cache(maxsize=64)
+def calibration_identity(cal_dir: str, chnlnum: int, _stamp: tuple) -> dict:
+    """{REFTYPE: {name, path, sha256, calvers}} of one array's reference files (cached by mtime)."""
+    identity = {}
+    for reftype, (pattern, channels) in REFFILES.items():
+        if chnlnum not in channels:
+            continue
+        path = Path(cal_dir) / pattern.format(band=BANDS[chnlnum])
+        if not path.is_file():
+            raise BadInputError(path, f"calibration file missing ({reftype} for channel {chnlnum})")
+        header = fits.getheader(path, 0)
+        if header.get("REFTYPE") != reftype or header.get("CHNLNUM") != chnlnum:
+            raise BadInputError(path, f"calibration file has REFTYPE {header.get('REFTYPE')!r} CHNLNUM "
+                                      f"{header.get('CHNLNUM')!r}, expected {reftype!r} {chnlnum}")
+        sha, _ = sha256_file(path)
+        identity[reftype] = {"name": path.name, "path": str(path.resolve()), "sha256": sha,
+                             "calvers": str(header.get("CALVERS", ""))}
+    return identity
+
+
+def _stamp(cal_dir, chnlnum):
+    stamps = []
+    for pattern, channels in REFFILES.values():
+        if chnlnum in channels:
+            p = Path(cal_dir) / pattern.format(band=BANDS[chnlnum])
+            st = p.stat() if p.exists() else None
+            stamps.append((p.name, st.st_mtime_ns if st else None, st.st_size if st else None))
+    return tuple(stamps)
+
+
+class MipsAdapter:
+    """Ingest adapter for MIPS raw DCE files (see reduce.io.ingest)."""
+
+    schema_name = STORE_SCHEMA
+
+    def __init__(self, cal_dir=None):
+        self.cal_dir = None if cal_dir is None else str(Path(cal_dir).resolve())
+        self.raw = load_schema("mips_raw")
+        store = load_schema(STORE_SCHEMA)
+        self.groups = {spec["chnlnum"]: spec for spec in store["groups"] if "chnlnum" in spec}
+
+    def find_inputs(self, paths):
+        return expand_inputs(paths, "*.fits", exclude_dirs=("cal",))
+
+    # ---- phase A
+    def inspect(self, path, *, sha256):
+        path = Path(path)
+        with open_fits(path) as hdul:
+            header = hdul[0].header
+            chnl = header.get("CHNLNUM")
+            if chnl not in self.groups:
+                raise BadInputError(path, f"HDU PRIMARY: keyword CHNLNUM = {chnl!r}, expected 1, 2 or 3")
+            problems = check_keywords(header, self.raw["hdus"][0]["keywords"], "HDU PRIMARY", chnlnum=chnl)
+            if problems:
+                raise BadInputError(path, "; ".join(problems))
+            if header["AOT_TYPE"] not in self.raw["aot_types"]:
+                raise BadInputError(path, f"HDU PRIMARY: unknown AOT_TYPE {header['AOT_TYPE']!r}")
+            data = hdu_data(hdul, 0, path)
+            self._check_data(path, chnl, header, data)
+        cal_dir = self.cal_dir or str((path.parent / "cal").resolve())
+        if not os.path.isdir(cal_dir):
+            raise BadInputError(path, f"no calibration folder {cal_dir} (put cal/ beside the raw files or pass --cal)")
+        try:
+            cal = calibration_identity(cal_dir, chnl, _stamp(cal_dir, chnl))
+        except BadInputError as exc:
+            raise BadInputError(path, f"{exc.path}: {exc.reason}") from None
+        spec = self.groups[chnl]
+        group = spec["path"]
+        rows = {}
+        for name, var in spec["variables"].items():
+            if "source" in var and var["dims"] == ["dce"]:
+                rows[name] = [header[var["source"]]]
+        rows["calset"] = [-1]  # set in finalize, once the store's sets are known
+        rows["source_file"] = [path.name]
+        key = f"DCE {chnl}/{header['AORKEY']}/{header['EXPID']:04d}/{header['DCENUM']:04d}"
+        sort_key = (chnl, header["AORKEY"], header["EXPID"], header["DCENUM"])
+        bulk = "raw" if chnl == 1 else "reads"
+        return FileRecord(path=str(path), sha256=sha256, size=path.stat().st_size, key=key, sort_key=sort_key,
+                          rows={f"{group}/dce": rows}, bulk={f"{group}/dce": [bulk]},
+                          extra={"cal": cal, "time": float(header["MJD_OBS"]), "group": group})
+
+    def _check_data(self, path, chnl, header, data):
+        arrays = self.raw["arrays"][chnl]
+        ny, nx = arrays["ny"], arrays["nx"]
+        if data is None:
+            raise BadInputError(path, "HDU PRIMARY has no data")
+        if chnl == 1:
+            want = (arrays["planes"], ny, nx)
+            if data.shape != want or data.dtype.kind != "f" or data.dtype.itemsize != 4:
+                raise BadInputError(path, f"HDU PRIMARY: data {data.dtype.name} {data.shape}, expected float32 {want}")
+            if not np.isfinite(data).all():
+                raise BadInputError(path, f"HDU PRIMARY: {int((~np.isfinite(data)).sum())} non-finite values")
+            return
+        nreads = header["NREADS"]
+        if nreads not in self.raw["ge_nreads"]:
+            raise BadInputError(path, f"HDU PRIMARY: NREADS = {nreads}, expected one of {self.raw['ge_nreads']}")
+        want = (nreads, ny, nx)
+        if data.shape != want or data.dtype.kind not in "iu" or data.dtype.itemsize != 2:
+            raise BadInputError(path, f"HDU PRIMARY: data {data.dtype.name} {data.shape}, expected int16 {want}")
+
+    # ---- client side
+    def resolve(self, records, state):
+        """Reject DCEs whose time runs backwards within an AOR; assign calibration sets."""
+        ok, rejections = [], []
+        last = {}
+        for rec in records:  # already sorted by (chnl, aorkey, expid, dcenum)
+            aor = rec.sort_key[:2]
+            t = rec.extra["time"]
+            if aor in last and t <= last[aor][0]:
+                rejections.append(Rejection(rec.path, f"MJD_OBS {t:.8f} is not after that of the previous DCE "
+                                                      f"of AOR {aor[1]} ({Path(last[aor][1]).name}): time runs backwards",
+                                            rec.sha256))
+                continue
+            last[aor] = (t, rec.path)
+            ok.append(rec)
+        group_attrs = {}
+        for rec in ok:
+            group = rec.extra["group"]
+            attrs = group_attrs.setdefault(group, {"calibration_sets": list(
+                state.get("group_attrs", {}).get(group, {}).get("calibration_sets", []))})
+            sets = attrs["calibration_sets"]
+            if rec.extra["cal"] not in sets:
+                sets.append(rec.extra["cal"])
+            rec.extra["calset"] = sets.index(rec.extra["cal"])
+        return ok, rejections, group_attrs
+
+    def finalize(self, record, starts):
+        record.rows[f"{record.extra['group']}/dce"]["calset"] = [record.extra["calset"]]
+
+    # ---- phase B
+    def read_bulk(self, path, group, name):
+        with open_fits(path) as hdul:
+            data = hdul[0].data
+            dtype = np.float32 if name == "raw" else np.int16
+            return np.array(data, dtype=dtype)[np.newaxis]
+
+
+def ingest_mips(inputs, store, *, cal_dir=None, **kwargs):
+    """Ingest MIPS raw DCE files/folders into ``store`` (see reduce.io.ingest.ingest for options)."""
+    return ingest(MipsAdapter(cal_dir), inputs, store, **kwargs)

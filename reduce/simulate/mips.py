@@ -1,0 +1,424 @@
+"""Spitzer MIPS level-0 simulator: raw DCE files, calibration files and truth (ICD §2).
+
+Layout written by :func:`simulate_mips` into OUTDIR:
+  ``SPITZER_M{C}_{AORKEY}_{EXPID:04d}_{DCENUM:04d}_raw.fits``  raw DCEs (ICD §2),
+  ``cal/mips{24,70,160}_*.fits``                              reference files (mips_cal),
+  ``mips_truth.json`` + ``mips_truth.npz``                     truth (never read by the pipeline).
+
+Observations. ``MipsPhot``: each array in turn (24, 70, 160 blocks of n_dce DCEs) centred
+on the target plus a dither (``dither_positions`` offsets drawn within +-``dither_frac`` of
+the half field per axis, ``dces_per_position`` DCEs each; EXPID = position visit,
+DCENUM = DCE within it). ``MipsScan``: all arrays simultaneous; the boresight moves along
+the array +y axis at ``scan_rate`` "/s in ``n_legs`` alternating legs ``leg_sep`` " apart;
+array centres sit ``fp_offset`` " along +y from the boresight (sim: -150/0/+150");
+EXPID = leg, DCENUM = DCE in leg. DCE cadence = EXPTIME(Ge) + ``overhead`` s; MJD_OBS is
+the mid-time. PA_REF = true PA (no PA error, sim).
+
+API: plan_mips, AorSpec, write_calibration (mips_cal), simulate_dce, simulate_mips;
+helpers: dce_pointing (true and reconstructed pointing of one DCE), make_mips_sky (truth sky
+of a list of specs), responsivity(chnl, mjd), mips_cal.array_wcs / load_calibration.
+
+Pointing: true = commanded + settle error (0.3" per axis, sim); RA_REF/DEC_REF = true +
+Gaussian error of the ICD's 1 sigma radial (sigma/sqrt(2) per axis): 1.4"/1.7"/3.9".
+
+Forward model (ICD §2; constants in mips_cal/mips_detector, "(sim)" = our choice). The cal
+files are the exact detector truth (flat, dark, nonlin, STIMAMP, FLUXCONV, GAIN, RDNOISE):
+- 24 um: photon = flux/FLUXCONV*flat + dark (Poisson via GAIN); droop = DROOP (0.33, sim) *
+  mean(photon) over the array, on every pixel; jailbar = JAILBAR (5e-4, sim) * B added to
+  columns x % 4 == 3 (0-based; readout 4), B = sum over those columns of
+  max(s - median(s) - JBTHRESH, 0), s = flux/FLUXCONV*flat, JBTHRESH = 200 DN/s (sim; an
+  extra keyword of mips24_cal.fits). Droop and jailbar are noiseless (electronic).
+  NSAMP = 2*MIPS-s - 1 samples (5/7/19; EXPTIME 2.62/3.67/9.96 s), read noise RDNOISE per
+  sample, OLS slope stored in DN/sample (= DN/s * SAMPTIME) from the ramp clipped at
+  SATLEVEL*NSAMP DN (so a pixel above 600 DN/sample always has a too-low slope);
+  plane 1 = first difference where it exceeds SATLEVEL (noisy, so pixels within a few
+  sigma of the threshold may go either way; truth K_sat is the on-board flag).
+  CRs (2e-4 per pixel per s, lognormal median 300 DN, sim) add a step to the ramp.
+- 70/160 um: r = resp(t)*(flux/FLUXCONV*flat + STIMFLSH*STIMAMP) + dark; resp(t) =
+  1 + RESP_AMP*sin(2 pi (MJD - 53000)/RESP_PERIOD + phase_chnl) (sim: 4 %, 6 h period, i.e.
+  up to ~4 %/h); STIMAMP ~3000 DN/s (sim) over the whole DCE; stim flashes in DCEs with
+  index % stim_every == 1 (auto: every ~60 s of data); reads = bias + g(L) + read noise,
+  rounded, clipped at SATLEVEL = 32767; L = linear charge since the first read (Poisson),
+  g = inverse of the _nonlin cubic; bias = -28000 + N(0, 300) DN per pixel and DCE (sim);
+  CRs (1/60 per pixel per s, lognormal median 80 DN, sim) add a step, and 30 % of them
+  raise the pixel's photon responsivity by 2-10 % for the rest of the DCE (sim);
+  EXPTIME = NREADS*0.131072 s. Bright sources (one per field: 0.5/15/20 Jy) saturate
+  24 um and 70 um pixels.
+- PSFs Gaussian, FWHM 6"/18"/40", pixel-integrated, through the TAN-SIP WCS of the
+  distortion file (mips_cal.array_wcs) at the TRUE pointing (see mips_sky).
+
+Truth JSON (``mips_truth.json``): {"format": "skyreduce-mips-truth-1", "seed", "calvers",
+"sky": {"sources": {ra, dec, flux24, flux70, flux160 [deg, Jy]}, "extended": {...}},
+"responsivity": {"model", "amp", "period_d", "mjd0", "phase": {chnl: rad}},
+"arrays": {chnl: {band_um, pointing_sigma_arcsec, settle_sigma_arcsec_per_axis, fwhm_arcsec,
+cr_rate_per_pixel_s}}, "aors": [AorSpec fields],
+"dces": [one entry per raw file: file, chnl, aorkey, expid, dcenum, index, mjd, ra, dec, pa
+(true array-centre pointing), ra_ref, dec_ref, ra_rqst, dec_rqst, exptime, nreads, stim,
+resp, droop [DN/s], jailbar [DN/s], n_sat, crs [{read, y, x, amp [DN], dresp; 24 um also
+dslope [DN/s] = slope increase}],
+npz {"key", "index"}]}. ``read``: first read (24 um: sample) that contains the CR step;
+dresp: fractional responsivity change from read+1 on (Ge).
+Truth NPZ (``mips_truth.npz``): per group key K = "M{C}_{AORKEY}_{first:05d}":
+K_flux float32 [n, ny, nx] sky brightness at the pixel centres/integrated PSF [MJy/sr];
+K_rate float32 [n, ny, nx] true noiseless rate before CRs [DN/s] (24 um: incl. dark, droop,
+jailbar; Ge: incl. dark, stim, at the DCE mid-time responsivity); K_sat: 24 um uint8
+on-board first-difference flag, Ge int16 first clipped read (NREADS if none).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import json
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.time import Time
+
+from . import mips_detector as det
+from .mips_cal import (ARRAYS, GE_NREADS, MIPS_SECOND, PM_NOISY, NOISY_FACTOR, READTIME_GE,
+                       SAMPTIME_SI, array_wcs, atomic_writeto, load_calibration,
+                       write_calibration)
+from .mips_sky import _offset, make_sky, render
+
+log = logging.getLogger(__name__)
+
+SETTLE_SIGMA = 0.3  # (sim) arcsec per axis, true - commanded
+RESP_AMP, RESP_PERIOD, RESP_MJD0 = 0.04, 0.25, 53000.0  # (sim)
+STIM_PERIOD_S = 60.0  # (sim)
+GROUP_SIZE = 100  # DCEs per parallel task / npz key
+SCLK_EPOCH = Time("1980-01-01T00:00:00", scale="utc")  # (sim)
+
+
+@dataclass(frozen=True)
+class AorSpec:
+    """One AOR. Angles in deg, offsets in arcsec, times in MJD (UTC) / s."""
+
+    aorkey: int
+    aot_type: str  # 'MipsPhot' or 'MipsScan'
+    object: str
+    ra: float
+    dec: float
+    start_mjd: float
+    n_dce: int  # DCEs per array
+    exptime_ge: float = 3.0  # MIPS-s -> NREADS 24/32/80
+    with_stim: bool = True  # False: no stim flash at all (bad input for the pipeline)
+    arrays: tuple = (1, 2, 3)
+    pa: float = 45.0
+    progid: int = 40
+    dither_positions: int = 8
+    dces_per_position: int = 1
+    dither_frac: float = 0.25
+    scan_rate: float = 6.5
+    n_legs: int = 2
+    leg_sep: float = 148.0
+    overhead: float = 1.0
+    stim_every: int = 0  # 0: auto, every ~STIM_PERIOD_S
+
+
+def plan_mips(*, aors=2, seed=0) -> list[AorSpec]:
+    """``aors`` small AORs alternating MipsPhot and MipsScan, about 2 h apart (sim targets)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    specs = []
+    for i in range(aors):
+        phot = i % 2 == 0
+        specs.append(AorSpec(
+            aorkey=10_000_000 + 1000 * i + int(rng.integers(0, 1000)),
+            aot_type="MipsPhot" if phot else "MipsScan",
+            object=f"SIMFIELD-{i + 1}", ra=float(rng.uniform(0, 360)),
+            dec=float(rng.uniform(-60, 60)), start_mjd=53500.0 + 0.1 * i,
+            n_dce=24 if phot else 30, pa=float(rng.uniform(0, 360)),
+            overhead=1.0 if phot else 0.3))
+    return specs
+
+
+def nsamp_si(aor):
+    """24 um samples per DCE: 2 per MIPS-s minus 1 (3 MIPS-s -> 5 samples = 2.62 s)."""
+    return int(round(2 * aor.exptime_ge)) - 1
+
+
+def nreads_ge(aor):
+    return GE_NREADS[int(round(aor.exptime_ge))]
+
+
+def dce_duration(aor):
+    """Seconds between DCE starts."""
+    return aor.exptime_ge * MIPS_SECOND + aor.overhead
+
+
+def responsivity(chnl, mjd, *, seed=0):
+    """True Ge responsivity (1 = nominal) at MJD (array-like)."""
+    return 1.0 + RESP_AMP * np.sin(2 * np.pi * (np.asarray(mjd) - RESP_MJD0) / RESP_PERIOD
+                                   + _resp_phase(chnl, seed))
+
+
+def _resp_phase(chnl, seed):
+    return float(np.random.default_rng(np.random.SeedSequence([seed, 0, chnl, 2])).uniform(0, 2 * np.pi))
+
+
+def _array_offsets(aor, chnl, seed):
+    """Commanded array-centre offsets (dx, dy) arcsec along array axes, and EXPID, DCENUM."""
+    n, a = aor.n_dce, ARRAYS[chnl]
+    i = np.arange(n)
+    if aor.aot_type == "MipsPhot":
+        rng = np.random.default_rng(np.random.SeedSequence([seed, aor.aorkey, 0, 3]))
+        half = np.array(a.shape[::-1]) * np.array(a.pxscal) / 2 * aor.dither_frac
+        pos = rng.uniform(-1, 1, (aor.dither_positions, 2)) * half
+        pos[0] = 0.0
+        visit = i // aor.dces_per_position
+        dxy = pos[visit % aor.dither_positions]
+        return dxy[:, 0], dxy[:, 1], visit, i % aor.dces_per_position
+    m = -(-n // aor.n_legs)
+    leg, k = i // m, i % m
+    step = aor.scan_rate * dce_duration(aor)
+    along = (k - (m - 1) / 2) * step * np.where(leg % 2 == 0, 1.0, -1.0)
+    cross = (leg - (aor.n_legs - 1) / 2) * aor.leg_sep
+    return cross, along + a.fp_offset, leg, k
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(aor, chnl, seed):
+    """Per-DCE commanded pointing and timing of one array: dict of arrays [n_dce]."""
+    dx, dy, expid, dcenum = _array_offsets(aor, chnl, seed)
+    pa = np.radians(aor.pa)
+    east = -dx * np.cos(pa) + dy * np.sin(pa)
+    north = dx * np.sin(pa) + dy * np.cos(pa)
+    ra, dec = _offset(aor.ra, aor.dec, east, north)
+    dur = dce_duration(aor)
+    block = aor.arrays.index(chnl) * aor.n_dce if aor.aot_type == "MipsPhot" else 0
+    mjd = aor.start_mjd + (block + np.arange(aor.n_dce) + 0.5) * dur / 86400.0
+    sclk = (Time(mjd, format="mjd", scale="utc") - SCLK_EPOCH).sec
+    every = aor.stim_every or max(3, int(round(STIM_PERIOD_S / dur)))
+    stim = (np.arange(aor.n_dce) % every == 1) & aor.with_stim & (chnl > 1)
+    return {"ra": ra, "dec": dec, "mjd": mjd, "sclk": sclk, "expid": expid, "dcenum": dcenum,
+            "stim": stim}
+
+
+def raw_name(aor, chnl, expid, dcenum):
+    return f"SPITZER_M{chnl}_{aor.aorkey}_{int(expid):04d}_{int(dcenum):04d}_raw.fits"
+
+
+def _rngs(seed, aor, chnl, index):
+    ss = np.random.SeedSequence([seed, aor.aorkey, chnl, index])
+    return [np.random.default_rng(s) for s in ss.spawn(3)]
+
+
+def dce_pointing(aor, chnl, index, *, seed=0):
+    """(true ra, true dec, RA_REF, DEC_REF) deg of the array centre in one DCE."""
+    plan = _plan(aor, chnl, seed)
+    r_point = _rngs(seed, aor, chnl, index)[0]
+    e, n = r_point.normal(0, SETTLE_SIGMA, 2)
+    ra_t, dec_t = _offset(plan["ra"][index], plan["dec"][index], e, n)
+    e, n = r_point.normal(0, ARRAYS[chnl].pointing_sigma / np.sqrt(2), 2)
+    ra_r, dec_r = _offset(ra_t, dec_t, e, n)
+    return float(ra_t), float(dec_t), float(ra_r), float(dec_r)
+
+
+def simulate_dce(aor: AorSpec, chnlnum: int, index: int, *, cal, sky, seed):
+    """One raw DCE: (HDUList, truth dict with JSON-able fields and "arrays": flux, rate, sat)."""
+    if not isinstance(cal, dict):
+        cal = load_calibration(cal)
+    a, c, plan = ARRAYS[chnlnum], cal[chnlnum], _plan(aor, chnlnum, seed)
+    _, r_noise, r_cr = _rngs(seed, aor, chnlnum, index)
+    ra_t, dec_t, ra_r, dec_r = dce_pointing(aor, chnlnum, index, seed=seed)
+    wcs = array_wcs(c["dist"], ra_t, dec_t, aor.pa)
+    flux = render(sky, a.band, wcs, a.shape, a.fwhm)
+    mjd = float(plan["mjd"][index])
+    rdn = np.where(c["pmask"] & PM_NOISY, NOISY_FACTOR, 1.0) * c["rdnoise"]
+    sky_rate = flux / c["fluxconv"] * c["flat"]
+    tr = {"file": raw_name(aor, chnlnum, plan["expid"][index], plan["dcenum"][index]),
+          "chnl": chnlnum, "aorkey": aor.aorkey, "expid": int(plan["expid"][index]),
+          "dcenum": int(plan["dcenum"][index]), "index": index, "mjd": mjd,
+          "ra": float(ra_t), "dec": float(dec_t), "pa": aor.pa, "ra_ref": float(ra_r),
+          "dec_ref": float(dec_r), "ra_rqst": float(plan["ra"][index]),
+          "dec_rqst": float(plan["dec"][index])}
+    if chnlnum == 1:
+        data, extra = _si(aor, c, sky_rate, rdn, r_noise, r_cr)
+    else:
+        stim = bool(plan["stim"][index])
+        resp = float(responsivity(chnlnum, mjd, seed=seed))
+        data, extra = _ge(aor, chnlnum, c, sky_rate, rdn, r_noise, r_cr, resp, stim)
+    extra["arrays"]["flux"] = flux.astype(np.float32)
+    tr.update(extra)
+    hdr = _header(aor, chnlnum, index, plan, tr, c)
+    return fits.HDUList([fits.PrimaryHDU(data, header=hdr)]), tr
+
+
+def _si(aor, c, sky_rate, rdn, r_noise, r_cr):
+    ns = nsamp_si(aor)
+    photon = sky_rate + c["dark"]
+    droop = c["droop"] * float(photon.mean())
+    s = sky_rate
+    bright = np.clip(s - np.median(s) - c["jbthresh"], 0, None)[:, 3::4].sum()
+    jail = c["jailbar"] * float(bright)
+    elec = np.full(photon.shape, droop)
+    elec[:, 3::4] += jail
+    crs = det.draw_crs(r_cr, photon.shape, ns, ns * SAMPTIME_SI, det.CR_RATE_SI, det.CR_AMP_SI,
+                       resp_change=False)
+    w = det.ols_weights(ns)
+    for h in crs:  # slope increase of each hit, DN/s
+        h["dslope"] = float(h["amp"] * w[h["read"]:].sum() / SAMPTIME_SI)
+    slope, diff, clipped = det.si_dce(r_noise, photon, elec, rdn, crs, nsamp=ns, samptime=SAMPTIME_SI,
+                                      gain=c["gain"], satlevel=c["satlevel"])
+    sat = diff != 0
+    extra = {"exptime": ns * SAMPTIME_SI, "nreads": ns, "stim": False, "resp": 1.0,
+             "droop": droop, "jailbar": jail, "n_sat": int(sat.sum()), "crs": crs,
+             "arrays": {"rate": (photon + elec).astype(np.float32), "sat": sat.astype(np.uint8)}}
+    return np.stack([slope, diff]), extra
+
+
+def _ge(aor, chnl, c, sky_rate, rdn, r_noise, r_cr, resp, stim):
+    nr = nreads_ge(aor)
+    photon = resp * (sky_rate + (c["stimamp"] if stim else 0.0))
+    crs = det.draw_crs(r_cr, photon.shape, nr, nr * READTIME_GE, det.CR_RATE_GE, det.CR_AMP_GE,
+                       resp_change=True)
+    bias = ARRAYS[chnl].bias + r_noise.normal(0, 300.0, photon.shape)
+    reads, first = det.ge_ramp(r_noise, photon, c["dark"], rdn, bias, c["nonlin"], crs, nreads=nr,
+                               readtime=READTIME_GE, gain=c["gain"], satlevel=c["satlevel"])
+    extra = {"exptime": nr * READTIME_GE, "nreads": nr, "stim": stim, "resp": resp,
+             "droop": 0.0, "jailbar": 0.0, "n_sat": int((first < nr).sum()), "crs": crs,
+             "arrays": {"rate": (photon + c["dark"]).astype(np.float32), "sat": first}}
+    return reads, extra
+
+
+def _header(aor, chnl, index, plan, tr, c):
+    """PRIMARY header cards of a raw DCE (ICD §2)."""
+    h = fits.Header()
+    mid = Time(tr["mjd"], format="mjd", scale="utc")
+    cards = [
+        ("TELESCOP", "Spitzer", "observatory"), ("INSTRUME", "MIPS", "instrument"),
+        ("CHNLNUM", chnl, "1=24um 2=70um 3=160um"), ("AORKEY", aor.aorkey, "observation request"),
+        ("EXPID", tr["expid"], "exposure counter"), ("DCENUM", tr["dcenum"], "DCE within exposure"),
+        ("DCEID", aor.aorkey * 100_000 + (chnl - 1) * 20_000 + index, "DCE identifier"),
+        ("AOT_TYPE", aor.aot_type, "observation template"), ("OBJECT", aor.object, "target"),
+        ("PROGID", aor.progid, "program"), ("EXPTIME", tr["exptime"], "[s] exposure time"),
+        ("SAMPTIME", SAMPTIME_SI if chnl == 1 else READTIME_GE, "[s] sample/read interval"),
+        ("NREADS", tr["nreads"], "samples (24um) or reads per DCE"),
+        ("MJD_OBS", tr["mjd"], "[d] DCE mid-time, MJD UTC"),
+        ("DATE-OBS", mid.isot, "DCE mid-time, UTC"),
+        ("SCLK_OBS", float(plan["sclk"][index]), "[s] spacecraft clock at mid-time"),
+        ("RA_RQST", tr["ra_rqst"], "[deg] commanded array centre"),
+        ("DEC_RQST", tr["dec_rqst"], "[deg] commanded array centre"),
+        ("RA_REF", tr["ra_ref"], "[deg] reconstructed array centre"),
+        ("DEC_REF", tr["dec_ref"], "[deg] reconstructed array centre"),
+        ("PA_REF", float(aor.pa), "[deg] PA of array +y axis, E of N"),
+        ("RADESYS", "ICRS", "frame of RA/DEC keywords"),
+    ]
+    if chnl > 1:
+        cards.append(("STIMFLSH", int(tr["stim"]), "1 if the stimulator flashed"))
+    cards += [("CALVERS", c["calvers"], "calibration set used by the simulator"),
+              ("BUNIT", "DN/sample" if chnl == 1 else "DN", "plane 0 / reads"),
+              ("ORIGIN", "skyreduce simulator", "reduce.simulate.mips")]
+    for k, v, com in cards:
+        h[k] = (v, com)
+    return h
+
+
+def make_mips_sky(specs, *, seed=0):
+    """The truth sky that simulate_mips uses for these AOR specs (mips_sky.Sky)."""
+    return make_sky(_fields(specs), seed=seed)
+
+
+def _fields(specs):
+    """(ra, dec, radius arcsec) of each AOR's sky region, for make_sky."""
+    out = []
+    for s in specs:
+        rad = 250.0 if s.aot_type == "MipsPhot" else 250.0 + 0.5 * s.n_dce * s.scan_rate * dce_duration(s)
+        out.append((s.ra, s.dec, rad))
+    return out
+
+
+def _groups(specs):
+    for s in specs:
+        for chnl in s.arrays:
+            for first in range(0, s.n_dce, GROUP_SIZE):
+                yield s, chnl, first, min(first + GROUP_SIZE, s.n_dce)
+
+
+def _run_group(aor, chnl, first, stop, *, outdir, cal, sky, seed):
+    """Simulate and write DCEs first..stop-1 of one array; return their truth (arrays stacked)."""
+    entries, arrays, nbytes = [], {}, 0
+    for i in range(first, stop):
+        hdul, tr = simulate_dce(aor, chnl, i, cal=cal, sky=sky, seed=seed)
+        path = atomic_writeto(hdul, Path(outdir) / tr["file"])
+        nbytes += path.stat().st_size
+        for k, v in tr.pop("arrays").items():
+            arrays.setdefault(k, []).append(v)
+        tr["npz"] = {"key": f"M{chnl}_{aor.aorkey}_{first:05d}", "index": i - first}
+        entries.append(tr)
+    return entries, {k: np.stack(v) for k, v in arrays.items()}, nbytes
+
+
+def _zip_array(zf, name, arr):
+    """Add one .npy member with a fixed timestamp (byte-reproducible npz)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    zf.writestr(info, buf.getvalue())
+
+
+def _truth_meta(specs, sky, seed, calvers):
+    return {
+        "format": "skyreduce-mips-truth-1", "seed": seed, "calvers": calvers,
+        "sky": sky.to_json(),
+        "responsivity": {"model": "1 + amp*sin(2*pi*(mjd - mjd0)/period_d + phase[chnl])",
+                         "amp": RESP_AMP, "period_d": RESP_PERIOD, "mjd0": RESP_MJD0,
+                         "phase": {str(c): _resp_phase(c, seed) for c in (2, 3)}},
+        "arrays": {str(c): {"band_um": a.band, "pointing_sigma_arcsec": a.pointing_sigma,
+                            "settle_sigma_arcsec_per_axis": SETTLE_SIGMA, "fwhm_arcsec": a.fwhm,
+                            "cr_rate_per_pixel_s": det.CR_RATE_SI if c == 1 else det.CR_RATE_GE}
+                   for c, a in ARRAYS.items()},
+        "aors": [dataclasses.asdict(s) for s in specs],
+    }
+
+
+def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="sim-1") -> dict:
+    """Write cal/, raw DCE files and truth into ``outdir``; deterministic in ``seed``.
+
+    With a ``distributed.Client`` the (AOR, array, <=GROUP_SIZE DCEs) groups run as tasks on
+    the cluster (each writes its own files); else serially. Returns {"files": [paths],
+    "cal": {name: path}, "truth": json path, "bytes": total bytes written}.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    specs = list(specs) if specs is not None else plan_mips(aors=aors, seed=seed)
+    cal_paths = write_calibration(outdir, seed=seed, calvers=calvers)
+    cal = load_calibration(outdir / "cal")
+    sky = make_mips_sky(specs, seed=seed)
+    groups = list(_groups(specs))
+    kw = {"outdir": str(outdir), "seed": seed}
+    if client is None:
+        results = (_run_group(*g, cal=cal, sky=sky, **kw) for g in groups)
+    else:
+        cal_f, sky_f = client.scatter([cal, sky], broadcast=True)
+        futs = [client.submit(_run_group, *g, cal=cal_f, sky=sky_f, pure=False, **kw) for g in groups]
+        results = (f.result() for f in futs)
+    meta = _truth_meta(specs, sky, seed, calvers)
+    dces, files, nbytes = [], [], 0
+    npz_path = outdir / "mips_truth.npz"
+    tmp = npz_path.with_name(f".{npz_path.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w") as zf:
+        for entries, arrays, nb in results:
+            key = entries[0]["npz"]["key"]
+            for k, v in arrays.items():
+                _zip_array(zf, f"{key}_{k}", v)
+            dces += entries
+            files += [str(outdir / e["file"]) for e in entries]
+            nbytes += nb
+    os.replace(tmp, npz_path)
+    meta["dces"] = dces
+    truth = outdir / "mips_truth.json"
+    tmp = truth.with_name(f".{truth.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, truth)
+    nbytes += sum(Path(p).stat().st_size for p in cal_paths.values())
+    nbytes += truth.stat().st_size + npz_path.stat().st_size
+    log.info("simulated %d MIPS DCEs in %d AORs (%.1f MB) into %s", len(files), len(specs),
+             nbytes / 1e6, outdir)
+    return {"files": files, "cal": cal_paths, "truth": str(truth), "bytes": nbytes}
