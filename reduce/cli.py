@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "mips":
             p.add_argument("--cal", type=Path, default=None, help="calibration folder (default: cal/ beside the raw files)")
 
+    red = commands.add_parser("reduce", help="reduce a store to level-1 FITS products")
+    rd = red.add_subparsers(dest="instrument", required=True)
+    for name, what in (("swas", "SWAS level-0.5 store -> level-1 coadded spectra (IRAF and CLASS FITS)"),
+                       ("mips", "MIPS store -> level-1 BCD images (with uncertainty and mask)")):
+        p = rd.add_parser(name, parents=[parent], help=what)
+        p.add_argument("--store", type=Path, required=True)
+        p.add_argument("--out", type=Path, required=True, help="folder for the products")
+
     p = commands.add_parser("demo", parents=[parent], help="simulate a small SWAS and MIPS set and ingest both")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for everything (default demo-output)")
     return parser
@@ -83,6 +91,8 @@ def _run(args) -> int:
             return _simulate(args, client)
         if args.command == "ingest":
             return _ingest(args, client)
+        if args.command == "reduce":
+            return _reduce(args, client)
         if args.command == "demo":
             return _demo(args, client)
     raise AssertionError(args.command)
@@ -124,6 +134,17 @@ def _ingest(args, client, instrument=None, raw=None, store=None):
           f"{len(summary.already)} already in the store; {len(summary.rejected)} rejected")
     if summary.rejected:
         print(f"  rejected inputs are listed in {Path(store) / '.skyreduce' / 'quarantine.jsonl'}")
+    return summary.exit_code
+
+
+def _reduce(args, client):
+    report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if args.instrument == "swas":
+        from .swas.pipeline import reduce_swas as run
+    else:
+        from .mips.pipeline import reduce_mips as run
+    summary = run(args.store, args.out, client=client, progress=not args.quiet, report=report)
+    print(summary.text())
     return summary.exit_code
 
 

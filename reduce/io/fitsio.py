@@ -49,6 +49,34 @@ def _file_size(path):
     return os.stat(path).st_size
 
 
+def data_location(hdul, index) -> dict:
+    """Where an image HDU's data lie in its file: {index, offset, dtype, shape} for read_at().
+
+    Scaled data (BZERO/BSCALE) get no offset: read_at() then reads them through astropy.
+    """
+    header = hdul[index].header
+    shape = tuple(header[f"NAXIS{i}"] for i in range(header["NAXIS"], 0, -1))
+    where = {"index": index, "shape": shape, "offset": None, "dtype": None}
+    if not header.get("BZERO", 0) and header.get("BSCALE", 1) == 1:
+        where["dtype"] = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[header["BITPIX"]]
+        where["offset"] = hdul.fileinfo(index)["datLoc"]
+    return where
+
+
+def read_at(path, location, dtype) -> "np.ndarray":
+    """Read an image HDU's data straight from the file bytes (no FITS parsing), as ``dtype``."""
+    import numpy as np
+
+    if location["offset"] is None:
+        with open_fits(path) as hdul:
+            return np.array(hdul[location["index"]].data, dtype=dtype)
+    count = int(np.prod(location["shape"]))
+    raw = np.fromfile(path, dtype=location["dtype"], count=count, offset=location["offset"])
+    if raw.size != count:
+        raise BadInputError(path, f"truncated: expected {count} values at byte {location['offset']}")
+    return raw.reshape(location["shape"]).astype(dtype)
+
+
 def hdu_data(hdul, name, path):
     """The data of a named HDU, with a BadInputError naming file and HDU if unreadable."""
     try:

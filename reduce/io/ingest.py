@@ -6,7 +6,8 @@ An instrument supplies an *adapter* (see ``reduce.swas.ingest``, ``reduce.mips.i
 - ``find_inputs(paths) -> (files, problems)``: expand files and folders;
 - ``inspect(path) -> FileRecord``: read and validate one file completely (runs on a
   worker), raising BadInputError with the reason when it is bad;
-- ``read_bulk(path, group, name) -> ndarray``: the file's rows of a bulk variable;
+- ``read_bulk(path, group, name, where) -> ndarray``: the file's rows of a bulk variable
+  (``where``: the FileRecord's ``extra["where"]``, where the data lie in the file);
 - ``resolve(records, state) -> (records, rejections, group_attrs)``: cross-file checks
   and values that depend on other files (client side);
 - ``finalize(record, starts)``: fill row values that depend on the store position.
@@ -117,8 +118,8 @@ def write_chunk(adapter, store_path, token, group, names, start, stop, pieces):
     for name in names:
         arr = zarr.open_array(Path(store_path) / array_path(group, name), mode="r+")
         block = np.full((stop - start,) + arr.shape[1:], arr.fill_value, dtype=arr.dtype)
-        for path, file_lo, file_hi, dest in pieces:
-            data = adapter.read_bulk(path, group, name)[file_lo:file_hi]
+        for path, file_lo, file_hi, dest, where in pieces:
+            data = adapter.read_bulk(path, group, name, where)[file_lo:file_hi]
             target = (slice(dest - start, dest - start + len(data)),) + tuple(slice(0, s) for s in data.shape[1:])
             block[target] = data
         arr[start:stop] = block
@@ -296,9 +297,10 @@ def _chunk_jobs(adapter, writer, records, starts):
         group, _ = _split_key(key)
         names = pairs[0][0].bulk[key]
         chunk = group_spec(writer.schema, group)["variables"][names[0]]["chunks"][0]
-        spans = [(r.path, s, s + r.nrows(key)) for r, s in pairs]
+        spans = [(r, s, s + r.nrows(key)) for r, s in pairs]
         for a, b in chunk_ranges(spans[0][1], spans[-1][2], chunk):
-            pieces = [(p, max(a, s) - s, min(b, e) - s, max(a, s)) for p, s, e in spans if s < b and e > a]
+            pieces = [(r.path, max(a, s) - s, min(b, e) - s, max(a, s), r.extra.get("where"))
+                      for r, s, e in spans if s < b and e > a]
             jobs.append((adapter, str(writer.path), writer.token, group, names, a, b, pieces))
     return jobs
 

@@ -16,7 +16,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import BadInputError
-from ..io.fitsio import hdu_data, open_fits, sha256_file
+from ..io.fitsio import data_location, hdu_data, open_fits, read_at, sha256_file
 from ..io.ingest import FileRecord, Rejection, expand_inputs, ingest
 from ..schemas import check_keywords, group_spec, load_schema
 
@@ -91,6 +91,7 @@ class MipsAdapter:
                 raise BadInputError(path, f"HDU PRIMARY: unknown AOT_TYPE {header['AOT_TYPE']!r}")
             data = hdu_data(hdul, 0, path)
             self._check_data(path, chnl, header, data)
+            where = data_location(hdul, 0)
         cal_dir = self.cal_dir or str((path.parent / "cal").resolve())
         if not os.path.isdir(cal_dir):
             raise BadInputError(path, f"no calibration folder {cal_dir} (put cal/ beside the raw files or pass --cal)")
@@ -111,7 +112,7 @@ class MipsAdapter:
         bulk = "raw" if chnl == 1 else "reads"
         return FileRecord(path=str(path), sha256=sha256, size=path.stat().st_size, key=key, sort_key=sort_key,
                           rows={f"{group}/dce": rows}, bulk={f"{group}/dce": [bulk]},
-                          extra={"cal": cal, "time": float(header["MJD_OBS"]), "group": group})
+                          extra={"cal": cal, "time": float(header["MJD_OBS"]), "group": group, "where": where})
 
     def _check_data(self, path, chnl, header, data):
         arrays = self.raw["arrays"][chnl]
@@ -162,11 +163,9 @@ class MipsAdapter:
         record.rows[f"{record.extra['group']}/dce"]["calset"] = [record.extra["calset"]]
 
     # ---- phase B
-    def read_bulk(self, path, group, name):
-        with open_fits(path) as hdul:
-            data = hdul[0].data
-            dtype = np.float32 if name == "raw" else np.int16
-            return np.array(data, dtype=dtype)[np.newaxis]
+    def read_bulk(self, path, group, name, where):
+        dtype = np.float32 if name == "raw" else np.int16
+        return read_at(path, where, dtype)[np.newaxis]
 
 
 def ingest_mips(inputs, store, *, cal_dir=None, **kwargs):

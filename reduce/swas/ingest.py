@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInputError
-from ..io.fitsio import hdu_data, open_fits
+from ..io.fitsio import data_location, hdu_data, open_fits, read_at
 from ..io.ingest import FileRecord, expand_inputs, ingest
 from ..schemas import flag_codes, group_spec, load_schema, validate_level0
 
@@ -52,6 +52,7 @@ class SwasAdapter:
                     raise BadInputError(path, f"HDU {name}: {int(bad.sum())} non-finite values "
                                               f"(first at scan row {row}, channel {chan})")
             hk = self._hk_rows(path, hdu_data(hdul, "HK", path))
+            where = {name.lower(): data_location(hdul, name) for name in ("AOS490", "AOS550")}
         day, seg = int(h0["MISSDAY"]), int(h0["SEGMENT"])
         segment_id = day * 1000 + seg
         rows["segment_id"] = np.full(nscans, segment_id, np.int32)
@@ -66,7 +67,7 @@ class SwasAdapter:
         return FileRecord(path=str(path), sha256=sha256, size=path.stat().st_size,
                           key=f"segment {day:04d}/{seg:03d}", sort_key=(day, seg),
                           rows={"time": rows, "segment": segment, "hk/time": hk},
-                          bulk={"time": ["aos490", "aos550"]})
+                          bulk={"time": ["aos490", "aos550"]}, extra={"where": where})
 
     def _scan_rows(self, path, scans, mode):
         def col(name):
@@ -123,9 +124,8 @@ class SwasAdapter:
         record.rows["segment"]["first_scan"] = [starts["time"]]
 
     # ---- phase B
-    def read_bulk(self, path, group, name):
-        with open_fits(path) as hdul:
-            return np.array(hdul[name.upper()].data, dtype=np.float32)
+    def read_bulk(self, path, group, name, where):
+        return read_at(path, where[name], np.float32)
 
 
 def ingest_swas(inputs, store, **kwargs):
