@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import json
 import logging
 import os
@@ -85,6 +84,7 @@ from .mips_cal import (ARRAYS, GE_NREADS, MIPS_SECOND, PM_NOISY, NOISY_FACTOR, R
                        SAMPTIME_SI, array_wcs, atomic_writeto, load_calibration,
                        write_calibration)
 from .mips_sky import _offset, make_sky, render
+from .truthio import zip_array
 
 log = logging.getLogger(__name__)
 
@@ -354,15 +354,6 @@ def _run_group(aor, chnl, first, stop, *, outdir, cal, sky, seed):
     return entries, {k: np.stack(v) for k, v in arrays.items()}, nbytes
 
 
-def _zip_array(zf, name, arr):
-    """Add one .npy member with a fixed timestamp (byte-reproducible npz)."""
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED
-    zf.writestr(info, buf.getvalue())
-
-
 def _truth_meta(specs, sky, seed, calvers):
     return {
         "format": "skyreduce-mips-truth-1", "seed": seed, "calvers": calvers,
@@ -407,7 +398,7 @@ def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="s
         for entries, arrays, nb in results:
             key = entries[0]["npz"]["key"]
             for k, v in arrays.items():
-                _zip_array(zf, f"{key}_{k}", v)
+                zip_array(zf, f"{key}_{k}", v)
             dces += entries
             files += [str(outdir / e["file"]) for e in entries]
             nbytes += nb

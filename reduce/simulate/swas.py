@@ -58,6 +58,7 @@ from reduce.simulate.orbit import (MISSION_EPOCH_MJD, orbital_period_s, spacecra
 from reduce.simulate.swas_plan import (REST_FREQ_HZ, SPECIES, SegmentSpec, catalog_entry,
                                        plan_swas)
 from reduce.simulate.swas_timeline import COMB, HOT, OFF, ON, SCANTYPES, ZERO, build_timeline
+from reduce.simulate.truthio import write_npz
 
 __all__ = ["SegmentSpec", "plan_swas", "simulate_segment", "simulate_swas", "file_name"]
 
@@ -371,7 +372,7 @@ def simulate_swas(outdir, *, days=1, seed=0, start_day=1, segments_per_day=None,
     doc = {"format": "skyreduce-swas-truth-1", "seed": seed, "npz": "swas_truth.npz", "segments": segs}
     truth_path = outdir / "swas_truth.json"
     _atomic_write(truth_path, lambda p: p.write_text(json.dumps(doc, indent=1)))
-    _atomic_write(outdir / "swas_truth.npz", lambda p: np.savez(open(p, "wb"), **arrays))
+    _atomic_write(outdir / "swas_truth.npz", lambda p: write_npz(p, arrays))
     files = [str(outdir / r[0]) for r in results]
     log.info("simulate_swas: wrote %d segments to %s", len(files), outdir)
     return {"files": files, "truth": str(truth_path), "n_scans": int(sum(t["n_scans"] for t in segs)),

@@ -354,6 +354,9 @@ def test_deterministic_bytes(small_set, tmp_path):
     for f, g, h in zip(summary["files"], again["files"], other["files"]):
         assert Path(f).read_bytes() == Path(g).read_bytes()
         assert Path(f).read_bytes() != Path(h).read_bytes()
+    third = simulate_swas(tmp_path / "c", specs=specs, seed=5)  # the truth arrays are reproducible too
+    npz = [Path(run["truth"]).with_suffix(".npz").read_bytes() for run in (again, third)]
+    assert npz[0] == npz[1]
 
 
 def test_parallel_equals_serial(small_set, tmp_path):
