@@ -105,10 +105,12 @@ def _simulate(args, client, instrument=None, outdir=None):
         from .simulate.swas import simulate_swas
         result = simulate_swas(outdir, days=getattr(args, "days", 1), seed=args.seed,
                                start_day=getattr(args, "start_day", 1),
-                               segments_per_day=getattr(args, "segments_per_day", None), client=client)
+                               segments_per_day=getattr(args, "segments_per_day", None), client=client,
+                               progress=not args.quiet)
     else:
         from .simulate.mips import simulate_mips
-        result = simulate_mips(outdir, aors=getattr(args, "aors", 2), seed=args.seed, client=client)
+        result = simulate_mips(outdir, aors=getattr(args, "aors", 2), seed=args.seed, client=client,
+                               progress=not args.quiet)
     mb = result.get("bytes", 0) / 1e6
     print(f"simulated {instrument.upper()}: {len(result['files'])} level-0 files ({mb:.1f} MB) in {outdir}")
     print(f"  truth: {result['truth']}")

@@ -186,6 +186,9 @@ def ingest(adapter, inputs, store, *, client=None, wait=0.0, progress=False, rep
     with StoreWriter(store, adapter.schema_name, wait=wait) as writer:
         for batch in _batches(files, batch_bytes):
             _ingest_batch(adapter, batch, writer, summary, client=client, progress=progress, report=report)
+        for spec in writer.schema["groups"]:  # what was written follows the schema
+            if spec["variables"]:
+                writer.open_group(spec["path"])
         writer.record_run({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "ingested": len(summary.ingested), "already": len(summary.already),
                            "rejected": len(summary.rejected), "rows": summary.rows})

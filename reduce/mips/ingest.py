@@ -18,18 +18,19 @@ from astropy.io import fits
 from ..errors import BadInputError
 from ..io.fitsio import data_location, hdu_data, open_fits, read_at, sha256_file
 from ..io.ingest import FileRecord, Rejection, expand_inputs, ingest
-from ..schemas import check_keywords, group_spec, load_schema
+from ..schemas import check_keywords, load_schema
 
 STORE_SCHEMA = "mips_store"
-BANDS = {1: 24, 2: 70, 3: 160}
-REFFILES = {  # REFTYPE -> file name pattern, channels that have it
-    "DARK": ("mips{band}_dark.fits", (1, 2, 3)),
-    "FLAT": ("mips{band}_flat.fits", (1, 2, 3)),
-    "NONLIN": ("mips{band}_nonlin.fits", (2, 3)),
-    "PMASK": ("mips{band}_pmask.fits", (1, 2, 3)),
-    "DISTORT": ("mips{band}_distortion.fits", (1, 2, 3)),
-    "CAL": ("mips{band}_cal.fits", (1, 2, 3)),
-}
+
+
+def _reffiles():
+    """REFTYPE -> (file name pattern, channels that have it), from schemas/mips_cal.yaml."""
+    files = load_schema("mips_cal")["files"]
+    return {reftype: (spec["pattern"], tuple(spec["channels"])) for reftype, spec in files.items()}
+
+
+REFFILES = _reffiles()
+BANDS = load_schema("mips_cal")["bands"]
 
 
 @functools.lru_cache(maxsize=64)

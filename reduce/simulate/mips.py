@@ -369,7 +369,7 @@ def _truth_meta(specs, sky, seed, calvers):
     }
 
 
-def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="sim-1") -> dict:
+def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="sim-1", progress=False) -> dict:
     """Write cal/, raw DCE files and truth into ``outdir``; deterministic in ``seed``.
 
     With a ``distributed.Client`` the (AOR, array, <=GROUP_SIZE DCEs) groups run as tasks on
@@ -389,6 +389,10 @@ def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="s
     else:
         cal_f, sky_f = client.scatter([cal, sky], broadcast=True)
         futs = [client.submit(_run_group, *g, cal=cal_f, sky=sky_f, pure=False, **kw) for g in groups]
+        if progress:
+            from distributed import progress as show_progress
+            show_progress(futs)
+            print(flush=True)
         results = (f.result() for f in futs)
     meta = _truth_meta(specs, sky, seed, calvers)
     dces, files, nbytes = [], [], 0

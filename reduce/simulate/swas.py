@@ -343,7 +343,8 @@ def _jsonable(x):
     return x
 
 
-def simulate_swas(outdir, *, days=1, seed=0, start_day=1, segments_per_day=None, specs=None, client=None):
+def simulate_swas(outdir, *, days=1, seed=0, start_day=1, segments_per_day=None, specs=None, client=None,
+                  progress=False):
     """Write the segments of a plan (or ``specs``) and the truth files into ``outdir``.
 
     With a ``distributed.Client`` one task per segment runs on the cluster (the
@@ -361,6 +362,10 @@ def simulate_swas(outdir, *, days=1, seed=0, start_day=1, segments_per_day=None,
         results = [_make_and_write(s, seed, str(outdir)) for s in specs]
     else:
         futures = client.map(_make_and_write, specs, seed=seed, outdir=str(outdir), pure=False)
+        if progress:
+            from distributed import progress as show_progress
+            show_progress(futures)
+            print(flush=True)
         results = client.gather(futures)
     arrays, segs = {}, []
     for name, _, truth in results:
