@@ -285,12 +285,14 @@ def _split_key(key):
 
 def _write_small(writer, records, starts):
     """Client-side writes of every per-row (non-bulk) variable: one writer per array."""
+    items = []
     for key, pairs in _by_key(records, starts, "rows").items():
         group, _ = _split_key(key)
         spec = group_spec(writer.schema, group)["variables"]
         for name in pairs[0][0].rows[key]:
             values = np.concatenate([to_numpy_dtype(r.rows[key][name], spec[name]["dtype"]) for r, _ in pairs])
-            writer.write_rows(group, name, pairs[0][1], values)
+            items.append((group, name, pairs[0][1], values))
+    writer.write_many(items)
 
 
 def _chunk_jobs(adapter, writer, records, starts):

@@ -18,6 +18,7 @@ uninterrupted one.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -295,21 +296,33 @@ class StoreWriter(Store):
 
     # -- appending
     def resize(self, new_lengths: dict[str, int]) -> None:
-        """Grow every array of each growing dim to its new (uncommitted) length."""
-        with _quiet_zarr():
-            root = zarr.open_group(self.path, mode="r+", use_consolidated=False)
-            for group, dim, name, _ in growing_arrays(self.schema):
-                key = dim_key(group, dim)
-                if key in new_lengths:
-                    arr = root[array_path(group, name)]
-                    arr.resize((new_lengths[key],) + arr.shape[1:])
+        """Grow every array of each growing dim to its new (uncommitted) length (concurrently)."""
+        jobs = []
+        for group, dim, name, _ in growing_arrays(self.schema):
+            key = dim_key(group, dim)
+            if key in new_lengths:
+                jobs.append((array_path(group, name), new_lengths[key]))
+        _run_async(self._resize_all(jobs))
+
+    async def _resize_all(self, jobs):
+        async def one(path, length):
+            arr = await zarr.api.asynchronous.open_array(store=str(self.path), path=path, mode="r+")
+            await arr.resize((length,) + arr.shape[1:])
+        await asyncio.gather(*(one(p, n) for p, n in jobs))
 
     def write_rows(self, group: str, name: str, start: int, values) -> None:
         """Write ``values`` at rows [start, start+len) of one array (a single writer)."""
-        if len(values) == 0:
-            return
-        arr = zarr.open_array(self.path / group / name if group else self.path / name, mode="r+")
-        arr[start:start + len(values)] = values
+        self.write_many([(group, name, start, values)])
+
+    def write_many(self, items) -> None:
+        """Write several (group, name, start, values) row blocks concurrently."""
+        async def one(group, name, start, values):
+            arr = await zarr.api.asynchronous.open_array(store=str(self.path), path=array_path(group, name),
+                                                         mode="r+")
+            await arr.setitem(slice(start, start + len(values)), values)
+        async def all_items():
+            await asyncio.gather(*(one(*item) for item in items if len(item[3])))
+        _run_async(all_items())
 
     def set_fixed(self, group: str, name: str, values) -> None:
         """Write a whole fixed-size array (e.g. a dimension coordinate)."""
@@ -359,6 +372,12 @@ class StoreWriter(Store):
     def check_token(self) -> None:
         """Raise when this writer no longer holds the lock (fencing for remote workers)."""
         check_lock_token(self.path, self.token)
+
+
+def _run_async(coro):
+    """Run a coroutine on zarr's event loop (as zarr's own synchronous API does)."""
+    from zarr.core.sync import sync
+    return sync(coro)
 
 
 def check_lock_token(path, token: str) -> None:
