@@ -131,7 +131,7 @@ def companion_paths(path):
     if "_bcd" not in path.name:
         return None, None
     unc = path.with_name(path.name.replace("_bcd", "_bunc"))
-    masks = [path.with_name(path.name.replace("_bcd", s)) for s in ("_bimsk", "_bmsk")]
+    masks = [path.with_name(path.name.replace("_bcd", s)) for s in ("_bimsk", "_bbmsk", "_bmsk")]
     mask = next((m for m in masks if m.is_file()), None)
     return (unc if unc.is_file() else None), mask
 
