@@ -201,9 +201,11 @@ def _ingest_batch(adapter, files, writer, summary, *, client, progress, report):
     known = {e["sha256"]: e for e in ledger}
     known_keys = {e["key"]: e for e in ledger}
     quarantined = {(q.get("sha256"), q["reason"]) for q in writer.quarantine()}
+    t0 = time.perf_counter()
     items = [(adapter, group, set(known)) for group in _task_groups(files)]
     results = [r for group in _map(client, inspect_group, items, progress=progress,
                                    label=f"checking {len(files)} files") for r in group]
+    t_check = time.perf_counter() - t0
     records, rejections = [], []
     for res in results:
         if isinstance(res, Known):
@@ -254,11 +256,14 @@ def _ingest_batch(adapter, files, writer, summary, *, client, progress, report):
         adapter.finalize(rec, start)
         starts.append(start)
     grown = {k: v for k, v in lengths.items() if v != state["lengths"][k]}
+    t1 = time.perf_counter()
     writer.resize(grown)
     _maybe_die("after_resize")
     _write_small(writer, records, starts)
+    t2 = time.perf_counter()
     jobs = _chunk_jobs(adapter, writer, records, starts)
     written = _map(client, write_chunk, jobs, progress=progress, label=f"writing {len(records)} files")
+    t3 = time.perf_counter()
     ledger_lines = [{"name": Path(r.path).name, "path": str(Path(r.path).resolve()), "sha256": r.sha256,
                      "bytes": r.size, "key": r.key, "rows": {k: [s[k], r.nrows(k)] for k in r.rows}}
                     for r, s in zip(records, starts)]
@@ -267,7 +272,9 @@ def _ingest_batch(adapter, files, writer, summary, *, client, progress, report):
     summary.raw_bytes += sum(r.size for r in records)
     for k, v in grown.items():
         summary.rows[k] = summary.rows.get(k, 0) + v - state["lengths"][k]
-    log.info("committed %d files, %d bytes written", len(records), sum(written))
+    log.info("committed %d files, %d bytes written; check %.2f s, client %.2f s, %d write tasks %.2f s, "
+             "commit %.2f s", len(records), sum(written), t_check, (t1 - t0 - t_check) + (t2 - t1),
+             len(jobs), t3 - t2, time.perf_counter() - t3)
 
 
 def _by_key(records, starts, attr):
