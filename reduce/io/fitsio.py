@@ -22,12 +22,12 @@ def sha256_file(path, *, block: int = 1 << 22) -> tuple[str, int]:
 
 
 @contextlib.contextmanager
-def open_fits(path):
-    """Open a FITS file read-only (memory-mapped); BadInputError if it is not FITS or truncated."""
+def open_fits(path, *, memmap=True):
+    """Open a FITS file read-only (memory-mapped by default); BadInputError if not FITS or truncated."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # non-standard cards are checked by the schema, not here
-            hdul = fits.open(path, mode="readonly", memmap=True, lazy_load_hdus=False)
+            hdul = fits.open(path, mode="readonly", memmap=memmap, lazy_load_hdus=False)
     except FileNotFoundError:
         raise BadInputError(path, "file not found") from None
     except (OSError, ValueError, TypeError, IndexError) as exc:
@@ -68,11 +68,16 @@ def data_location(hdul, index) -> dict:
 
     Scaled data (BZERO/BSCALE) get no offset: read_at() then reads them through astropy.
     """
-    header = hdul[index].header
+    hdu = hdul[index]
+    header = hdu.header
     shape = tuple(header[f"NAXIS{i}"] for i in range(header["NAXIS"], 0, -1))
+    # once the data were read, astropy has rewritten BITPIX/BZERO/BSCALE in memory: use the file's values
+    bitpix = getattr(hdu, "_orig_bitpix", header["BITPIX"])
+    bzero = getattr(hdu, "_orig_bzero", header.get("BZERO", 0))
+    bscale = getattr(hdu, "_orig_bscale", header.get("BSCALE", 1))
     where = {"index": index, "shape": shape, "offset": None, "dtype": None}
-    if not header.get("BZERO", 0) and header.get("BSCALE", 1) == 1:
-        where["dtype"] = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[header["BITPIX"]]
+    if not bzero and bscale == 1:
+        where["dtype"] = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[bitpix]
         where["offset"] = _data_span(hdul, index)[0]
     return where
 
@@ -81,8 +86,8 @@ def read_at(path, location, dtype) -> "np.ndarray":
     """Read an image HDU's data straight from the file bytes (no FITS parsing), as ``dtype``."""
     import numpy as np
 
-    if location["offset"] is None:
-        with open_fits(path) as hdul:
+    if location["offset"] is None:  # scaled integers: astropy applies BZERO/BSCALE (not memory-mappable)
+        with open_fits(path, memmap=False) as hdul:
             return np.array(hdul[location["index"]].data, dtype=dtype)
     count = int(np.prod(location["shape"]))
     raw = np.fromfile(path, dtype=location["dtype"], count=count, offset=location["offset"])

@@ -24,7 +24,7 @@ def test_data_span_equals_fileinfo(swas_raw, mips_raw, reference_dir):
 
 def test_read_at_equals_astropy(swas_raw, mips_raw, reference_dir):
     for path in _fits_files(swas_raw, mips_raw, reference_dir):
-        with open_fits(path) as hdul:
+        with open_fits(path, memmap=False) as hdul:
             for i, hdu in enumerate(hdul):
                 if hdu.is_image and hdu.data is not None:
                     np.testing.assert_array_equal(read_at(path, data_location(hdul, i), np.float64),
@@ -34,7 +34,8 @@ def test_read_at_equals_astropy(swas_raw, mips_raw, reference_dir):
 def test_truncated_file_is_named(tmp_path, swas_raw):
     src = sorted((swas_raw / "day5").glob("*.fits"))[0]
     cut = tmp_path / "cut.fits"
-    cut.write_bytes(src.read_bytes()[:-5000])
+    data = src.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # inside the AOS data
     with pytest.raises(BadInputError, match=r"cut.fits: truncated: HDU \d \(\w+\) needs \d+ bytes, file has \d+"):
         with open_fits(cut):
             pass
