@@ -225,3 +225,32 @@ def test_jailbar_model_mode_matches_forward_model(scene):
         np.testing.assert_array_equal((rate - out)[:, :, 0::4], 0)
     with pytest.raises(ValueError, match="threshold"):
         si.correct_jailbar(rate, coeff)
+
+
+def test_cosmic_ray_flags_equal_the_full_median_filter_definition():
+    """The candidate-only median gives exactly the flags of a full 5x5 median filter."""
+    from scipy import ndimage
+
+    from reduce.mips import si
+
+    rng = np.random.default_rng(11)
+    rate = rng.normal(100, 3, (12, 128, 128)).astype("f4")
+    err = np.full_like(rate, 3.0)
+    yy, xx = np.mgrid[:128, :128]
+    for k in range(len(rate)):
+        for _ in range(5):  # stars
+            y0, x0 = rng.uniform(0, 128, 2)
+            rate[k] += 800 * np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / 2.0)
+        iy, ix = rng.integers(0, 128, (2, 30))  # hits, some near edges
+        rate[k, iy, ix] += rng.uniform(10, 200, 30)
+    rate[3, 0, 5] = np.nan
+    bkg = ndimage.median_filter(np.where(np.isfinite(rate), rate, np.nanmedian(rate)), size=(1, 5, 5),
+                                mode="nearest")
+    excess = np.where(np.isfinite(rate), rate, np.nanmedian(rate)) - bkg
+    kern = np.zeros((1, 3, 3))
+    kern[0, [0, 1, 1, 2], [1, 0, 2, 1]] = 0.25
+    neigh = ndimage.convolve(excess, kern, mode="nearest")
+    expected = (excess > 5 * err) & (excess > 2.5 * np.clip(neigh, 0, None)) & np.isfinite(rate)
+    got = si.flag_cosmic_rays_single_frame(rate, err)
+    assert expected.sum() > 100
+    np.testing.assert_array_equal(got, expected)
