@@ -57,9 +57,16 @@ def expected_sigma(inttime_on, inttime_off, *, n_off=1, bandwidth_hz=NOISE_BW):
     return np.sqrt(1.0 / (bandwidth_hz * t_on) + 1.0 / (bandwidth_hz * t_off))
 
 
+def _median(x, axis, keepdims=False):
+    """np.median when x is all finite (numpy's nanmedian loops row by row: ~50x slower)."""
+    if np.all(np.isfinite(x)):
+        return np.median(x, axis=axis, keepdims=keepdims)
+    return np.nanmedian(x, axis=axis, keepdims=keepdims)
+
+
 def _robust_sigma(x, axis=-1):
-    med = np.nanmedian(x, axis=axis, keepdims=True)
-    return 1.4826 * np.nanmedian(np.abs(x - med), axis=axis)
+    med = _median(x, axis, keepdims=True)
+    return 1.4826 * _median(np.abs(x - med), axis)
 
 
 @register_criterion("noise")
@@ -96,7 +103,7 @@ def baseline_criterion(spectra, *, sigma, channels, params):
     m = x.shape[0]
     var_scale = 1.0
     if params.reference == "median" and m > 1:
-        x = x - np.nanmedian(x, axis=0)
+        x = x - _median(x, 0)
         var_scale = 1.0 + (np.pi / 2.0) / m  # noise of the median reference
     xc = np.linspace(-1.0, 1.0, x.shape[1])
     a = np.vander(xc, params.baseline_order + 1)

@@ -1,0 +1,637 @@
+"""The SWAS level-0.5 -> level-1 pipeline (seed §2, issue 3 steps 1-5) on the SWAS store.
+
+``plan_segments(ds)`` loads the small per-scan metadata (a few MB) and plans, per
+segment, the checking flags, the pair/ZERO/CAL/COMB indices, the Tsys (CONT Y-factor),
+the Doppler velocities and the coadd groups. The steps
+
+    check -> pair -> flag -> coadd -> calibrate
+
+then only build dask graphs (one task per batch of segments and receiver half).
+``build_level1(store_or_ds)`` composes them into the lazy level-1 coadd Dataset
+(see notes/swas_level1.md); ``reduce_swas(store, out)`` computes it once (a failing
+batch is retried segment by segment so one corrupt chunk or bad segment does not stop
+the rest), keeps the intermediate products in the store (group ``level1``), exports the
+FITS products (reduce.swas.export, when present) and writes ``OUT/reduction.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time as _time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import numpy as np
+import xarray as xr
+
+from reduce import __version__
+from reduce.errors import CalibrationError
+from reduce.swas import check as S_check
+from reduce.swas import coadd as S_coadd
+from reduce.swas import pairing as K_pair
+from reduce.swas.calibration import CalStepParams, calibrate, plan_tsys
+from reduce.swas.check import SCANTYPES, CheckParams, check, check_segment, describe_flags
+from reduce.swas.coadd import HALF_BANDS, CoaddStepParams, coadd, plan_groups
+from reduce.swas.doppler import sc_los_velocity
+from reduce.swas.flag import FlagStepParams, flag, flag_statistics
+from reduce.swas.flagging import expected_sigma
+from reduce.swas.pair import PairStepParams, pair, plan_pairs
+from reduce.swas.physics import BANDS_BY_NAME, C_KMS, EDGE_CHANNELS
+
+log = logging.getLogger(__name__)
+
+MODES = ("NOD", "CHOP", "MAP", "CHOP_NOD", "PLANCAL", "MATRIX", "SKYDIP")  # store flag order
+META_VARS = ("scan", "segment_id", "scantype", "mode", "inttime", "dlam", "dbet", "roll", "scvel",
+             "thot", "taos", "cont", "quality")
+SEG_VARS = ("segment", "missday", "segment_number", "obsmode", "object", "target_ra", "target_dec",
+            "vsource", "lofreq1", "lofreq2", "first_scan", "nscans")
+
+
+@dataclass(frozen=True)
+class Params:
+    """All step parameters (mission defaults) and the batch size [scans per task]."""
+
+    check: CheckParams = field(default_factory=CheckParams)
+    pair: PairStepParams = field(default_factory=PairStepParams)
+    flag: FlagStepParams = field(default_factory=FlagStepParams)
+    coadd: CoaddStepParams = field(default_factory=CoaddStepParams)
+    cal: CalStepParams = field(default_factory=CalStepParams)
+    batch_scans: int = 4096
+
+
+@dataclass
+class SegmentReport:
+    """Outcome of one segment: status 'ok', 'failed' or 'excluded' (special mode)."""
+
+    segment: int
+    object: str
+    status: str
+    reason: str = ""
+    obsmode: str = ""
+    n_coadds: int = 0
+    n_pairs: int = 0
+    scan_flags: str = ""
+    note: str = ""
+
+    def line(self):
+        s = f"s{self.segment // 1000:04d}{self.segment % 1000:03d} {self.object!r} {self.obsmode}: {self.status}"
+        if self.status == "ok":
+            s += f", {self.n_coadds} coadds from {self.n_pairs} pairs"
+        if self.reason:
+            s += f": {self.reason}"
+        if self.note:
+            s += f" (note: {self.note})"
+        return s
+
+
+@dataclass
+class SegmentPlan:
+    """Everything the tasks need about one segment (local row indices within [r0, r1))."""
+
+    index: int
+    segment: int
+    missday: int
+    segment_number: int
+    object: str
+    obsmode: str
+    ra: float
+    dec: float
+    vsource: float
+    lofreq: np.ndarray
+    r0: int
+    r1: int
+    on: np.ndarray
+    off: np.ndarray
+    n_off: np.ndarray
+    zero: np.ndarray
+    cal_hot: np.ndarray
+    cal_off: np.ndarray
+    comb_sets: list
+    quality: np.ndarray
+    taos: np.ndarray
+    thot: np.ndarray
+    taos_ref: float
+    df0_dtaos: float
+    t_on: np.ndarray
+    int_on: np.ndarray
+    v_sc: np.ndarray
+    taos_on: np.ndarray
+    roll_on: np.ndarray
+    dlam_on: np.ndarray
+    dbet_on: np.ndarray
+    sigma: np.ndarray
+    dilate: int
+    pos: np.ndarray
+    groups: list
+    tsys: np.ndarray
+    tsys_err: np.ndarray
+    scan_flag_text: str = ""
+    note: str = ""
+    vgeo_t: np.ndarray | None = None
+    vgeo_v: np.ndarray | None = None
+    p0: int = 0
+    p1: int = 0
+
+
+@dataclass
+class Batch:
+    """Segments processed by one task per half: store rows [r0, r1), pairs [p0, p1),
+    coadd rows per half: (segment position in segs, group index, band name)."""
+
+    index: int
+    r0: int
+    r1: int
+    p0: int
+    p1: int
+    segs: list
+    rows: dict
+
+
+@dataclass
+class Plan:
+    params: Params
+    token: str
+    segs: list
+    batches: list
+    reports: dict
+    scan_flags: np.ndarray
+    provenance: dict
+    store: str = ""
+    scantype: np.ndarray | None = None
+
+    def pair_coords(self):
+        """Per-pair and per-segment coordinates (numpy) of the pairs Dataset."""
+        cat = lambda f: np.concatenate([f(sp) for sp in self.segs]) if self.segs else np.zeros(0)  # noqa: E731
+        kmax = max([sp.off.shape[1] for sp in self.segs] + [1])
+        off = [np.where(sp.off >= 0, sp.off + sp.r0, -1) for sp in self.segs]
+        off = np.concatenate([np.pad(o, ((0, 0), (0, kmax - o.shape[1])), constant_values=-1) for o in off]) \
+            if off else np.zeros((0, kmax), np.int64)
+        return {
+            "pair_segment": ("pair", cat(lambda sp: np.full(sp.on.size, sp.segment, np.int32)).astype(np.int32)),
+            "on_index": ("pair", cat(lambda sp: sp.on + sp.r0).astype(np.int64)),
+            "off_index": (("pair", "k"), off.astype(np.int64)),
+            "pair_time": ("pair", cat(lambda sp: sp.t_on).astype(np.float64)),
+            "v_sc": ("pair", cat(lambda sp: sp.v_sc).astype(np.float64)),
+            "sigma": ("pair", cat(lambda sp: sp.sigma).astype(np.float64)),
+            "pair_position": ("pair", cat(lambda sp: sp.pos).astype(np.int16)),
+            "seg_segment": ("seg", np.array([sp.segment for sp in self.segs], np.int32)),
+            "seg_object": ("seg", np.array([sp.object for sp in self.segs], dtype=str)),
+            "tsys": (("seg", "receiver"), np.array([sp.tsys for sp in self.segs]).reshape(-1, 2), {"units": "K"}),
+            "tsys_err": (("seg", "receiver"), np.array([sp.tsys_err for sp in self.segs]).reshape(-1, 2)),
+            "taos_ref": ("seg", np.array([sp.taos_ref for sp in self.segs], np.float64), {"units": "Celsius"}),
+            "receiver": ("receiver", np.array([490, 550], np.int16)),
+        }
+
+    def coadd_rows(self):
+        """[(SegmentPlan, group index, Band)] in the coadd order (for batch, for half)."""
+        return [(b.segs[j], g, BANDS_BY_NAME[name]) for b in self.batches for h in ("490", "550")
+                for (j, g, name) in b.rows[h]]
+
+    def coadd_coords(self):
+        """Eager per-coadd coordinates (numpy) of the level-1 Dataset."""
+        rows = self.coadd_rows()
+        col = lambda f, dt: ("coadd", np.array([f(sp, g, b) for sp, g, b in rows], dtype=dt))  # noqa: E731
+        k = lambda b: 0 if b.half == "490" else 1  # noqa: E731
+        return {
+            "segment": col(lambda sp, g, b: sp.segment, np.int32),
+            "missday": col(lambda sp, g, b: sp.missday, np.int32),
+            "segment_number": col(lambda sp, g, b: sp.segment_number, np.int32),
+            "object": col(lambda sp, g, b: sp.object, str),
+            "obsmode": col(lambda sp, g, b: sp.obsmode, str),
+            "band": col(lambda sp, g, b: b.name, str),
+            "receiver": col(lambda sp, g, b: int(b.half), np.int16),
+            "sideband": col(lambda sp, g, b: b.sideband, str),
+            "kind": col(lambda sp, g, b: sp.groups[g][0], str),
+            "position": col(lambda sp, g, b: sp.groups[g][1], np.int16),
+            "tsys": col(lambda sp, g, b: sp.tsys[k(b)], np.float32),
+            "ra": col(lambda sp, g, b: sp.ra, np.float64),
+            "dec": col(lambda sp, g, b: sp.dec, np.float64),
+            "vsource": col(lambda sp, g, b: sp.vsource, np.float32),
+            "restfreq": col(lambda sp, g, b: b.rest_freq, np.float64),
+            "lofreq": col(lambda sp, g, b: sp.lofreq[k(b)], np.float64),
+        }
+
+
+COADD_UNITS = {"dlam": "arcmin", "dbet": "arcmin", "on_time": "s", "time_start": "d", "time_mid": "d",
+               "time_end": "d", "tsys": "K", "roll": "deg", "ra": "deg", "dec": "deg", "vsource": "km/s",
+               "restfreq": "Hz", "imagfreq": "Hz", "lofreq": "Hz", "freq_ref": "Hz", "cdelt_freq": "Hz",
+               "vlsr_ref": "km/s", "cdelt_vel": "km/s"}
+
+
+def _provenance(step, params):
+    return f"{step}: skyreduce {__version__} reduce.swas.{step} {params!r}"
+
+
+def load_metadata(ds):
+    """The small per-scan and per-segment metadata as numpy (dict), in one compute."""
+    names = [v for v in META_VARS] + list(SEG_VARS)
+    vals = dask.compute(*[ds[v].data for v in names])
+    out = dict(zip(names, (np.asarray(v) for v in vals)))
+    out["time"] = np.asarray(ds["time"].values)
+    return out
+
+
+def _batches(segs, chunk, batch_scans):
+    """Group segments (store order) into batches within one store chunk, <= batch_scans each."""
+    out, cur = [], []
+    for sp in sorted(segs, key=lambda s: s.r0):
+        if cur and (sp.r0 // chunk != cur[0].r0 // chunk or sp.r1 - cur[0].r0 > batch_scans):
+            out.append(cur)
+            cur = []
+        cur.append(sp)
+    if cur:
+        out.append(cur)
+    batches, p = [], 0
+    for i, group in enumerate(out):
+        p0 = p
+        for sp in group:
+            sp.p0, sp.p1 = p, p + sp.on.size
+            p = sp.p1
+        rows = {h: [(j, g, b.name) for j, sp in enumerate(group) for g in range(len(sp.groups))
+                    for b in HALF_BANDS[h]] for h in ("490", "550")}
+        batches.append(Batch(i, group[0].r0, group[-1].r1, p0, p, group, rows))
+    return batches
+
+
+def plan_segments(ds, params=Params(), *, only=None):
+    """Plan every segment of the store Dataset `ds` (eager, metadata only).
+
+    Returns a Plan: the reducible segments with their index plans, batches, the
+    per-scan checking flags (time,) and a SegmentReport for each segment excluded
+    (special mode) or failed at planning (bad header, no ON, no CAL, no COMB, no ZERO,
+    every scan flagged). `only`: optional set of segment ids to plan.
+    """
+    m = load_metadata(ds)
+    n_time = m["time"].size
+    scan_flags = np.zeros(n_time, np.int32)
+    segs, reports = [], {}
+    for i in range(m["segment"].size):
+        seg = int(m["segment"][i])
+        if only is not None and seg not in only:
+            continue
+        obj, mode = str(m["object"][i]), str(m["obsmode"][i])
+        r0, r1 = int(m["first_scan"][i]), int(m["first_scan"][i] + m["nscans"][i])
+        fail = lambda why, st="failed": reports.__setitem__(  # noqa: E731
+            seg, SegmentReport(seg, obj, st, why, mode))
+        if r1 > n_time or r0 < 0 or np.any(m["segment_id"][r0:r1] != seg):
+            fail(f"store rows {r0}..{r1} do not hold segment {seg} (segment_id mismatch)")
+            continue
+        loc = {k: m[k][r0:r1] for k in META_VARS + ("time",)}
+        header = {"obsmode": mode, "mode_code": MODES.index(mode) if mode in MODES else -1,
+                  "lofreq": (float(m["lofreq1"][i]), float(m["lofreq2"][i])),
+                  "target_ra": float(m["target_ra"][i]), "target_dec": float(m["target_dec"][i]),
+                  "vsource": float(m["vsource"][i])}
+        flags, reason, _ = check_segment(loc, header, params.check)
+        scan_flags[r0:r1] = flags
+        if reason:
+            fail(reason, "excluded" if mode not in S_check.NORMAL_MODES else "failed")
+            continue
+        usable = flags == 0
+        if not usable.any():
+            fail(f"every scan flagged by the checking step ({describe_flags(flags)})")
+            continue
+        stype = np.array(SCANTYPES)[np.clip(loc["scantype"].astype(int), 0, len(SCANTYPES) - 1)]
+        try:
+            note = ""
+            zusable = usable
+            if not np.any(usable & (stype == "ZERO")):
+                # ZERO levels are stable (seed 2.2): when the only ZERO scans follow a ground-support
+                # gap, use them rather than lose the segment, and say so
+                zusable = (flags & ~S_check.SCAN_FLAGS["after_gap"]) == 0
+                if np.any(zusable & (stype == "ZERO")):
+                    note = "the only ZERO scans lie within the post-gap window; used them for the zero level"
+            zero = np.flatnonzero(K_pair.stable_zeros(loc["cont"].mean(axis=1), stype == "ZERO", usable=zusable,
+                                                      nsigma=params.pair.zero_nsigma))
+            idx = plan_pairs(loc["time"], stype, usable, mode, params=params.pair)
+            tsys, tsys_err = plan_tsys(loc["cont"].astype(float), loc["thot"].astype(float), idx["cal_hot"],
+                                       idx["cal_off"], zero, header["lofreq"], params.cal)
+        except CalibrationError as e:
+            fail(str(e))
+            continue
+        on, off, noff = idx["on"], idx["off"], idx["n_off"]
+        int_on = loc["inttime"][on].astype(float)
+        int_off = np.array([loc["inttime"][o[o >= 0]].mean() for o in off]) if on.size else np.zeros(0)
+        v_sc = sc_los_velocity(loc["scvel"][on], header["target_ra"], header["target_dec"])
+        t_on = loc["time"][on].astype(float)
+        pos, groups = plan_groups(t_on, int_on, loc["dlam"][on].astype(float), loc["dbet"][on].astype(float),
+                                  mode, params.coadd)
+        ch_per_kms = 560e9 / C_KMS / 1.0e6  # upper bound of channels per km/s (550 GHz, D1 ~ 1 MHz)
+        dil = int(np.ceil(np.ptp(v_sc) * ch_per_kms / 2.0)) + 3 if v_sc.size else 3
+        taos = loc["taos"].astype(float)
+        segs.append(SegmentPlan(
+            index=len(segs), segment=seg, missday=int(m["missday"][i]), segment_number=int(m["segment_number"][i]),
+            object=obj, obsmode=mode, ra=header["target_ra"], dec=header["target_dec"], vsource=header["vsource"],
+            lofreq=np.array(header["lofreq"]), r0=r0, r1=r1, on=on, off=off, n_off=noff, zero=zero,
+            cal_hot=idx["cal_hot"], cal_off=idx["cal_off"], comb_sets=idx["comb_sets"],
+            quality=loc["quality"].astype(np.int64), taos=taos, thot=loc["thot"].astype(float),
+            taos_ref=float(taos[on].mean()), df0_dtaos=params.pair.df0_dtaos_hz, t_on=t_on, int_on=int_on,
+            v_sc=v_sc, taos_on=taos[on], roll_on=loc["roll"][on].astype(float),
+            dlam_on=loc["dlam"][on].astype(float), dbet_on=loc["dbet"][on].astype(float),
+            sigma=expected_sigma(int_on, int_off, n_off=noff, bandwidth_hz=params.flag.kernel.bandwidth_hz),
+            dilate=dil, pos=pos, groups=groups, tsys=tsys, tsys_err=tsys_err,
+            scan_flag_text=describe_flags(flags), note=note))
+    if segs:  # v_geo (astropy ephemeris) at the start and end of every segment, one vectorised call
+        from reduce.swas.doppler import geo_lsrk_velocity
+        tt = np.array([[sp.t_on.min(), sp.t_on.max() + 1e-3] for sp in segs])
+        vv = geo_lsrk_velocity(tt.ravel(), np.repeat([sp.ra for sp in segs], 2),
+                               np.repeat([sp.dec for sp in segs], 2)).reshape(-1, 2)
+        for sp, t2, v2 in zip(segs, tt, vv):
+            sp.vgeo_t, sp.vgeo_v = t2, v2
+    chunks = getattr(ds["aos490"].data, "chunks", None)
+    chunk = chunks[0][0] if chunks else max(n_time, 1)
+    batches = _batches(segs, chunk, params.batch_scans)
+    segs = [sp for b in batches for sp in b.segs]
+    prov = {"check": _provenance("check", params.check), "pair": _provenance("pair", params.pair),
+            "flag": _provenance("flag", params.flag), "coadd": _provenance("coadd", params.coadd),
+            "calibrate": _provenance("calibrate", params.cal)}
+    return Plan(params, uuid.uuid4().hex[:10], segs, batches, reports, scan_flags, prov,
+                scantype=m["scantype"].astype(np.int8))
+
+
+def _open(store_or_ds):
+    if isinstance(store_or_ds, xr.Dataset):
+        return store_or_ds, str(store_or_ds.attrs.get("store", ""))
+    from reduce.io.store import Store
+    return Store(store_or_ds).open_group(), str(store_or_ds)
+
+
+def _build(ds, params, only=None):
+    plan = plan_segments(ds, params, only=only)
+    ds1 = check(ds, plan)
+    pairs = flag(pair(ds1, plan), plan)
+    co = coadd(pairs, plan)
+    level1 = calibrate(co, pairs, plan)
+    ms = level1["max_shift"].data
+    edge = (EDGE_CHANNELS + dask.array.nan_to_num(ms) + 3).astype(np.int16) if hasattr(ms, "dask") \
+        else (EDGE_CHANNELS + np.nan_to_num(ms) + 3).astype(np.int16)
+    level1 = level1.assign_coords(edge_channels=("coadd", edge))
+    for name, unit in COADD_UNITS.items():
+        level1[name].attrs["units"] = unit
+    for name, dt in (("dlam", np.float32), ("dbet", np.float32), ("on_time", np.float32),
+                     ("roll", np.float32)):
+        level1 = level1.assign_coords({name: level1[name].astype(dt)})
+        level1[name].attrs["units"] = COADD_UNITS[name]
+    level1.attrs.update(software=f"skyreduce {__version__}", store=plan.store,
+                        edge_note="edge_channels = 25 + largest integer shift + 3 (axis resampling warp)",
+                        axis_note=S_coadd.__doc__.split("Axis:")[1].strip().replace("\n", " "))
+    return plan, ds1, pairs, level1
+
+
+def build_level1(store_or_ds, *, params=None):
+    """The lazy level-1 coadd Dataset and one SegmentReport per segment.
+
+    Segments planned into the graph have status 'planned' (reduce_swas turns them into
+    'ok' or 'failed' after computing); the others are 'failed' or 'excluded' with reasons."""
+    ds, path = _open(store_or_ds)
+    plan, _, _, level1 = _build(ds, params or Params())
+    level1.attrs["store"] = path
+    reports = list(plan.reports.values()) + [SegmentReport(sp.segment, sp.object, "planned", obsmode=sp.obsmode,
+                                                           n_pairs=int(sp.on.size)) for sp in plan.segs]
+    return level1, sorted(reports, key=lambda r: r.segment)
+
+
+# ----------------------------------------------------------------------------- running
+
+PAIR_OUT = ("flag490", "flag550", "flagstat490", "flagstat550", "off_index", "on_index", "pair_time", "v_sc",
+            "sigma", "pair_position")
+SEG_OUT = ("reason490", "reason550", "disp490", "disp550", "comb_rms490", "comb_rms550", "comb_nlines490",
+           "comb_nlines550", "comb_resid490", "comb_resid550", "profile490", "profile550",
+           "tsys", "tsys_err", "taos_ref", "seg_object")
+
+
+def _batch_views(plan, pairs, level1):
+    """Per batch: (level1 rows, pair variables, segment variables), lazily sliced."""
+    views, r = [], 0
+    si = 0
+    for b in plan.batches:
+        n = len(b.rows["490"]) + len(b.rows["550"])
+        ns = len(b.segs)
+        views.append((level1.isel(coadd=slice(r, r + n)),
+                      pairs[list(PAIR_OUT)].isel(pair=slice(b.p0, b.p1)),
+                      pairs[list(SEG_OUT)].isel(seg=slice(si, si + ns))))
+        r += n
+        si += ns
+    return views
+
+
+def _compute_views(views, client):
+    """Compute each batch's views; returns list of (result or None, error text)."""
+    if client is not None:
+        futures = client.compute([list(v) for v in views])
+        out = []
+        for f in futures:
+            try:
+                out.append((f.result(), ""))
+            except Exception as e:  # noqa: BLE001
+                out.append((None, f"{type(e).__name__}: {e}"))
+        return out
+    try:
+        return [(list(r), "") for r in dask.compute(*[list(v) for v in views])]
+    except Exception:  # noqa: BLE001 - find which batches fail
+        out = []
+        for v in views:
+            try:
+                out.append((list(dask.compute(*v)), ""))
+            except Exception as e:  # noqa: BLE001
+                out.append((None, f"{type(e).__name__}: {e}"))
+        return out
+
+
+def compute_level1(store_or_ds, *, params=None, client=None):
+    """Compute the pipeline with failure isolation.
+
+    Returns (level1 Dataset (numpy, failed or empty coadds removed), pairs Dataset (computed
+    per-pair flags/stats and per-segment calibration of the reduced batches), reports, plan).
+    A batch that fails (e.g. an unreadable chunk) is recomputed segment by segment; a
+    segment that still fails is reported with the error."""
+    params = params or Params()
+    ds, path = _open(store_or_ds)
+    plan, ds1, pairs, level1 = _build(ds, params)
+    results = _compute_views(_batch_views(plan, pairs, level1), client)
+    pieces, reports = [], dict(plan.reports)
+    for b, (res, err) in zip(plan.batches, results):
+        if res is not None:
+            pieces.append((b, res))
+            continue
+        if len(b.segs) == 1:
+            sp = b.segs[0]
+            reports[sp.segment] = SegmentReport(sp.segment, sp.object, "failed",
+                                                f"AOS data could not be read or reduced: {err}", sp.obsmode)
+            continue
+        for sp in b.segs:  # retry alone
+            p1, _, pr1, l1 = _build(ds, params, only={sp.segment})
+            (res1, err1), = _compute_views(_batch_views(p1, pr1, l1), client) or [(None, "not planned")]
+            if res1 is None:
+                reports[sp.segment] = SegmentReport(sp.segment, sp.object, "failed",
+                                                    f"AOS data could not be read or reduced: {err1}", sp.obsmode)
+            else:
+                pieces.append((p1.batches[0], res1))
+    keep_l1, keep_pairs, keep_seg = [], [], []
+    crit = params.flag.kernel.criteria
+    for b, (l1, pv, sv) in pieces:
+        for j, sp in enumerate(b.segs):
+            why = "; ".join(str(sv[f"reason{h}"].values[j]) for h in ("490", "550") if str(sv[f"reason{h}"].values[j]))
+            sel = np.flatnonzero(l1["segment"].values == sp.segment)
+            good = sel[l1["n_scans"].values[sel] > 0]
+            a, z = sp.p0 - b.p0, sp.p1 - b.p0
+            if not why and good.size == 0:
+                fl = {h: pv[f"flag{h}"].values[a:z] for h in ("490", "550")}
+                st = flag_statistics(fl, np.full(z - a, sp.segment), crit)[sp.segment]
+                why = "every pair flagged: " + "; ".join(
+                    f"{h} GHz " + ", ".join(f"{c} {st[h][c][1]}/{st[h][c][0]}" for c in crit) for h in st)
+            if why:
+                reports[sp.segment] = SegmentReport(sp.segment, sp.object, "failed", why, sp.obsmode,
+                                                    n_pairs=int(sp.on.size), scan_flags=sp.scan_flag_text)
+                continue
+            reports[sp.segment] = SegmentReport(sp.segment, sp.object, "ok", "", sp.obsmode, int(good.size),
+                                                int(sp.on.size), sp.scan_flag_text, sp.note)
+            keep_l1.append(l1.isel(coadd=good))
+            keep_pairs.append(pv.isel(pair=slice(a, z)).assign_coords(
+                pair_segment=("pair", np.full(z - a, sp.segment, np.int32))))
+            keep_seg.append(sv.isel(seg=[j]).assign_coords(seg_segment=("seg", [np.int32(sp.segment)])))
+    if keep_l1:
+        out = xr.concat(keep_l1, dim="coadd", coords="different", compat="equals", combine_attrs="override")
+    else:
+        out = level1.isel(coadd=slice(0, 0)).compute()
+    out.attrs.update(level1.attrs)
+    out.attrs["store"] = path
+    fl = {h: np.concatenate([p[f"flag{h}"].values for p in keep_pairs]) if keep_pairs else np.zeros(0, np.int16)
+          for h in ("490", "550")}
+    seg_of = np.concatenate([p["pair_segment"].values for p in keep_pairs]) if keep_pairs else np.zeros(0)
+    stats = flag_statistics(fl, seg_of, crit)
+    out.attrs["flag_statistics"] = json.dumps({str(k): v for k, v in stats.items()}, sort_keys=True)
+    out.attrs["history"] = list(level1.attrs.get("history", []))
+    inter = {"pairs": xr.concat(keep_pairs, dim="pair") if keep_pairs else None,
+             "segments": xr.concat(keep_seg, dim="seg") if keep_seg else None,
+             "scan_flag": plan.scan_flags, "scantype": plan.scantype, "plan": plan,
+             "flag_statistics": stats}
+    return out, inter, sorted(reports.values(), key=lambda r: r.segment)
+
+
+@dataclass
+class Summary:
+    """Result of reduce_swas: exit_code 0 (all reduced or excluded) or 1 (some failed)."""
+
+    store: str
+    out: str
+    reports: list
+    n_coadds: int
+    products: list
+    seconds: float
+    level1_location: str = ""
+
+    @property
+    def exit_code(self):
+        return 1 if any(r.status == "failed" for r in self.reports) else 0
+
+    def text(self):
+        ok = sum(r.status == "ok" for r in self.reports)
+        failed = [r for r in self.reports if r.status == "failed"]
+        excl = sum(r.status == "excluded" for r in self.reports)
+        s = (f"SWAS reduction of {self.store}: {ok} segments reduced into {self.n_coadds} coadds, "
+             f"{len(self.products)} product files in {self.out}, {excl} excluded (special modes), "
+             f"{len(failed)} not reduced in {self.seconds:.1f} s")
+        if failed:
+            s += " (" + "; ".join(f"s{r.segment}: {r.reason[:120]}" for r in failed) + ")"
+        return s + f"; intermediate products in {self.level1_location}; log {Path(self.out) / 'reduction.log'}."
+
+
+def _encode(ds):
+    """Make a Dataset writable to zarr v3: str arrays to object-free fixed strings."""
+    out = ds.copy()
+    for name, v in list(out.variables.items()):
+        if v.dtype.kind in ("U", "O", "T"):
+            out[name] = v.copy(data=np.asarray(v.values, dtype=str).astype(object))
+    return out
+
+
+def write_intermediate(store_path, level1, inter, *, wait=60.0):
+    """Write group ``level1`` (subgroups coadds, pairs, segments, scans) into the SWAS store
+    while holding the store's write lock; the new group replaces the old one atomically
+    (written under a temporary name, then renamed). Returns the group path."""
+    from reduce.io.store import StoreWriter
+    from reduce.schemas import load_schema, validate_group
+    store_path = Path(store_path)
+    with StoreWriter(store_path, "swas_store", wait=wait) as w:
+        tmp = f"level1.tmp-{uuid.uuid4().hex[:8]}"
+        parts = {"coadds": level1, "pairs": inter["pairs"], "segments": inter["segments"],
+                 "scans": xr.Dataset({"scan_flag": ("time", inter["scan_flag"], {
+                     "flag_masks": list(S_check.SCAN_FLAGS.values()),
+                     "flag_meanings": " ".join(S_check.SCAN_FLAGS)})})}
+        for name, part in parts.items():
+            if part is None:
+                continue
+            part = _encode(part)
+            validate_group(part, load_schema("swas_level1"), f"level1/{name}", check_chunks=False)
+            part.attrs = {k: (json.dumps(v) if not isinstance(v, (str, int, float)) else v)
+                          for k, v in part.attrs.items()}
+            for v in part.variables.values():
+                v.encoding = {}
+            part.to_zarr(store_path, group=f"{tmp}/{name}", mode="w", consolidated=False, zarr_format=3)
+        final = store_path / "level1"
+        trash = store_path / f".level1.old-{uuid.uuid4().hex[:8]}"
+        if final.exists():
+            os.replace(final, trash)
+        os.replace(store_path / tmp, final)
+        if trash.exists():
+            shutil.rmtree(trash, ignore_errors=True)
+        w.consolidate()
+    return str(final)
+
+
+def _log_text(summary, params, inter, level1):
+    lines = [f"skyreduce {__version__} SWAS level-0.5 -> level-1 reduction",
+             f"store: {summary.store}", f"output: {summary.out}",
+             f"run: {_time.strftime('%Y-%m-%dT%H:%M:%SZ', _time.gmtime())}, {summary.seconds:.1f} s", "",
+             "steps and parameters:"]
+    lines += [f"  {h}" for h in level1.attrs.get("history", [])]
+    lines += ["", "segments:"] + [f"  {r.line()}" + (f" [scan flags: {r.scan_flags}]" if r.scan_flags else "")
+                                   for r in summary.reports]
+    lines += ["", "flag statistics (pairs flagged / tested, per criterion and receiver):"]
+    for seg, halves in sorted(inter["flag_statistics"].items()):
+        for h, d in halves.items():
+            lines.append(f"  s{seg} {h} GHz: " + ", ".join(f"{c} {v[1]}/{v[0]}" for c, v in d.items()))
+    lines += ["", summary.text(), ""]
+    return "\n".join(lines)
+
+
+def reduce_swas(store, out, *, client=None, progress=False, report=print, params=None):
+    """Reduce a SWAS store to level 1: compute, keep intermediate products in the store
+    (group ``level1``), export the FITS products and write ``out/reduction.log``."""
+    t0 = _time.perf_counter()
+    params = params or Params()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if progress:
+        report(f"reducing {store} ...")
+    level1, inter, reports = compute_level1(store, params=params, client=client)
+    for r in reports:
+        if r.status != "ok" or progress:
+            report(r.line())
+    location = ""
+    if inter["pairs"] is not None:
+        try:
+            location = write_intermediate(store, level1, inter) + " (zarr group)"
+        except Exception as e:  # noqa: BLE001 - products still go out
+            report(f"intermediate products not written into the store: {type(e).__name__}: {e}")
+    products = []
+    try:
+        from reduce.swas import export as _export
+    except ImportError:
+        _export = None
+    if _export is not None and level1.sizes["coadd"]:
+        products = list(_export.write_products(level1, out, log=report) or [])
+    summary = Summary(str(store), str(out), reports, int(level1.sizes["coadd"]), products,
+                      _time.perf_counter() - t0, location)
+    from reduce.io.store import atomic_write_text
+    atomic_write_text(out / "reduction.log", _log_text(summary, params, inter, level1))
+    return summary
+
+
+__all__ = ["Params", "SegmentReport", "Summary", "plan_segments", "build_level1", "compute_level1",
+           "reduce_swas", "write_intermediate"]
