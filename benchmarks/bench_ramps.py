@@ -88,7 +88,8 @@ def main():
     )
     for name, h in (("5 sigma_diff", hits5), ("10 sigma_diff", hits10)):
         print(f"CR completeness {name}: ours {(det & h).sum() / h.sum():.3f}  stcal {(s_jump & h).sum() / h.sum():.3f}")
-    print(f"false jumps per read: ours {(det & ~hits).sum() / (~hits).sum():.2e}  stcal {(s_jump & ~hits).sum() / (~hits).sum():.2e}")
+    nf_o, nf_s = (det & ~hits).sum(), (s_jump & ~hits).sum()
+    print(f"false jumps per read: ours {nf_o / (~hits).sum():.2e} ({nf_o})  stcal {nf_s / (~hits).sum():.2e} ({nf_s})")
     hp = hits.any(axis=1)
     print(
         f"CR-hit pixels: median |slope-truth|/err ours {np.median(np.abs(ours['slope'] - rate)[hp] / ours['error'][hp]):.2f}"

@@ -18,11 +18,20 @@ Method (seed 000 / INSTRUMENTS.md: "robust ramp fit, segments between CR hits,
   (``w = 1`` is the classic two-point difference, chosen when Poisson noise
   dominates). The most significant step above ``cr_threshold`` sigma is
   flagged, the rate is re-estimated without it, windows stop at flagged
-  gaps, and the search repeats (Hesselroth-style one hit at a time). Before a
-  candidate is accepted, its position is refined (change-point maximum within
-  the window) and its significance re-tested with the rate fitted without
-  that read gap, so a hit cannot hide itself by biasing the rate. The rate is
-  the GLS slope over differences within 3 sigma of their median. Only
+  gaps, and the search repeats (Hesselroth-style one hit at a time). A
+  candidate (screened at ``cr_threshold``/2) is placed at the maximum-
+  likelihood gap near it (exact GLS step significance, read + Poisson
+  covariance) and confirmed by the windowed test *at that gap alone* at
+  ``cr_threshold``, with the rate fitted without that gap (a hit left inside
+  the rate fit biases the rate and hides itself). One test per gap, as in
+  two-point detection: no look-elsewhere over positions. When the likelihood
+  odds of the gaps beside it exceed ``ramps_numba.LOC_ODDS`` = 0.03 (the ramp
+  cannot pin the step to one read), the jump must also pass the two-point
+  test; if it does not, it is not reported (a flag one read off would be a
+  false detection) but the fit still drops the read between the two likeliest
+  gaps, so the slope is right either way. A rejected candidate is not retried
+  until a jump changes the windows. The rate is the GLS slope over
+  differences within 3 sigma of their median. Only
   positive steps are hits (a cosmic ray adds charge).
 * slopes: each segment between hits and saturation with >= ``min_reads``
   reads is fitted by generalised least squares with the exact covariance of
@@ -120,7 +129,7 @@ def flag_saturation(reads, nreads, satlevel):
 
 
 def detect_jumps(lin, ngood, *, rdnoise, gain, cr_threshold=5.0):
-    """Bool mask [..., read, y, x], True at the first read after a jump.
+    """Bool mask [..., read, y, x], True at the first read after a (located) jump.
 
     ``lin``: linear DN [..., read, y, x]; ``ngood``: number of usable leading
     reads per DCE and pixel ([..., y, x] or [...]); ``rdnoise`` DN per read and
@@ -171,9 +180,10 @@ def fit_ramps(
     ``mask`` (uint16 [..., y, x], OR of ``flags`` values: saturated = some read
     saturated, cr = a jump was found, too_few_reads = fewer than ``min_reads``
     unsaturated reads, no_good_segment = no segment with ``min_reads`` reads, so
-    the slope, if any, comes from the longest shorter segment), ``ncr``
-    (int16 [..., y, x], jumps per pixel) and ``cr_reads`` (bool, shape of
-    ``reads``, True at the first read after each jump).
+    the slope, if any, comes from the longest shorter segment; cr is also set
+    for a jump corrected but not located to one read), ``ncr`` (int16
+    [..., y, x], located jumps per pixel) and ``cr_reads`` (bool, shape of
+    ``reads``, True at the first read after each located jump).
     """
     flags = DEFAULT_FLAGS if flags is None else flags
     missing = set(_STATUS_KEYS) - set(flags)

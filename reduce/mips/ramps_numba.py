@@ -23,6 +23,7 @@ ST_NO_SEGMENT = 8
 MAX_WINDOW = 8
 CLIP = 3.0  # sigma clip of differences for the rate estimate
 MEDIAN_MAX = 32  # at most this many differences set the clipping centre
+LOC_ODDS = 3e-2  # a jump more likely than this (summed odds) at another gap is ambiguous
 
 
 @njit(cache=True, error_model="numpy")
@@ -217,31 +218,62 @@ def _step_z2(cy, cs, k, lo, hi, w, mu, pois, var_mu, invq, wq):
 
 
 @njit(cache=True, error_model="numpy")
-def _refine(y, k, lo, hi, w, mu):
-    """Most likely step position near k: change-point maximum of n1*n2/n*(m2-m1)^2."""
-    L = max(lo, k - 2 * w + 1)
-    R = min(hi, k + 2 * w)
-    tot = 0.0
-    for i in range(L, R + 1):
-        tot += y[i] - mu * i
-    n = R - L + 1
-    best = -1.0
-    kbest = k
-    s1 = 0.0
-    for j in range(L, R):
-        s1 += y[j] - mu * j
-        if j < k - w + 1 or j > k + w - 1:
-            continue
-        n1 = j - L + 1
-        n2 = n - n1
-        diff = (tot - s1) / n2 - s1 / n1
-        if diff <= 0.0:
-            continue
-        stat = n1 * n2 / n * diff * diff
-        if stat > best:
+def _locate(y, s2, lo, hi, k0, k1, mu, pois, pv, rv, qv, uv):
+    """(gap, odds, adjacent gap): most likely jump gap in k0..k1 (segment reads lo..hi): maximum of the exact
+    GLS step significance ``u_k / sqrt((C^-1)_kk)``, ``u = C^-1 (d - mu)`` with C
+    the tridiagonal covariance of the segment's differences (O(m); ``pv, rv, qv, uv``
+    scratch). This is the maximum-likelihood step position for read + Poisson noise;
+    ``odds``: summed likelihood ratios of the gaps within 2 of it to it.
+    """
+    n = hi - lo
+    # forward pivots p and forward-substituted residuals r' (Thomas), differences lo..hi-1
+    for t in range(n):
+        k = lo + t
+        a = pois + s2[k] + s2[k + 1]
+        r = y[k + 1] - y[k] - mu
+        if t == 0:
+            pv[t] = a
+            rv[t] = r
+        else:
+            b = -s2[k]
+            f = b / pv[t - 1]
+            pv[t] = a - b * f
+            rv[t] = r - f * rv[t - 1]
+    # backward pivots q and back substitution u = C^-1 r
+    for t in range(n - 1, -1, -1):
+        k = lo + t
+        a = pois + s2[k] + s2[k + 1]
+        if t == n - 1:
+            qv[t] = a
+            uv[t] = rv[t] / pv[t]
+        else:
+            b = -s2[k + 1]
+            qv[t] = a - b * b / qv[t + 1]
+            uv[t] = (rv[t] - b * uv[t + 1]) / pv[t]
+    best = -1e300
+    kbest = k0
+    for k in range(max(k0 - 2, lo), min(k1 + 2, hi - 1) + 1):
+        t = k - lo
+        a = pois + s2[k] + s2[k + 1]
+        u = uv[t]
+        stat = u * abs(u) * (pv[t] + qv[t] - a)
+        rv[t] = stat
+        if k0 <= k <= k1 and stat > best:
             best = stat
-            kbest = j
-    return kbest
+            kbest = k
+    # odds that the step lies at a neighbouring gap instead (flat prior, likelihood
+    # ratios); farther gaps are other steps, not other positions of this one
+    odds = 0.0
+    for k in range(max(kbest - 2, lo), min(kbest + 2, hi - 1) + 1):
+        if k != kbest:
+            odds += np.exp(0.5 * (min(rv[k - lo], best) - best))
+    # the likelier adjacent gap (-1 if none in the segment)
+    knext = -1
+    if kbest - 1 >= max(k0 - 2, lo):
+        knext = kbest - 1
+    if kbest + 1 <= min(k1 + 2, hi - 1) and (knext < 0 or rv[kbest + 1 - lo] > rv[knext - lo]):
+        knext = kbest + 1
+    return kbest, odds, knext
 
 
 @njit(cache=True, error_model="numpy")
@@ -277,17 +309,20 @@ def _rate(y, s2, d, flagged, nd, s2mean, gain, buf, use, cp, dp):
 def _detect_pixel(y, s2, m, gain, thr, flagged, use, ws):
     """Flag jumps in diffs 0..m-2 (flagged[k]: jump between reads k and k+1).
 
-    Returns (ncr, mu, var_mu, n_used): rate (DN/read) with its GLS variance over the n_used differences.
+    Jumps located to one gap count in ncr; one that cannot be (see LOC_ODDS) is flagged
+    at its two likeliest adjacent gaps, both marked ``ws[12, k] = 1`` (not reported).
+    Returns (ncr, mu, var_mu, n_used, nflag): rate (DN/read) with its GLS variance over the n_used
+    differences; nflag: flagged gaps (located jumps + up to 2 per unlocated one).
 
-    ``ws``: float64 scratch [9, max(nread, MAX_WINDOW) + 1].
+    ``ws``: float64 scratch [13, max(nread, MAX_WINDOW) + 1].
     """
     nd = m - 1
     for k in range(nd):
         flagged[k] = False
     if nd < 1:
-        return 0, 0.0, 0.0, 0
+        return 0, 0.0, 0.0, 0, 0
     d, buf, cp, dp, cy, cs, seg_hi = ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6]
-    invq, wq = ws[7], ws[8]
+    invq, wq, rej, amb = ws[7], ws[8], ws[11], ws[12]
     s2mean = 0.0
     cy[0] = 0.0
     cs[0] = 0.0
@@ -298,11 +333,17 @@ def _detect_pixel(y, s2, m, gain, thr, flagged, use, ws):
     s2mean /= m
     for k in range(nd):
         d[k] = y[k + 1] - y[k]
+        rej[k] = 0.0
+        amb[k] = 0.0
     ncr = 0
+    nflag = 0
+    nrej = 0
+    thr2 = thr * thr
     mu, var_mu, nu = _rate(y, s2, d, flagged, nd, s2mean, gain, buf, use, cp, dp)
     if nd < 3:
-        return 0, mu, var_mu, nu
-    for _ in range(nd):
+        return 0, mu, var_mu, nu, 0
+    # each pass flags a gap or rejects at least one more: bounded, the cap is a guard
+    for _ in range(4 * nd):
         if nu < 2:
             break
         pois = max(mu, 0.0) / gain
@@ -319,33 +360,83 @@ def _detect_pixel(y, s2, m, gain, thr, flagged, use, ws):
         kmax = -1
         kmax_lo = 0
         lo = 0
+        nhi = 0  # gaps above thr: after a rejection only they are searched again
         for k in range(nd):
             if flagged[k]:
                 lo = k + 1
                 continue
+            if rej[k] != 0.0:
+                continue
             z = _step_z2(cy, cs, k, lo, int(seg_hi[k]), w, mu, pois, var_mu, invq, wq)
+            if z > thr2:
+                nhi += 1
             if z > zmax:
                 zmax = z
                 kmax = k
                 kmax_lo = lo
-        if kmax < 0 or zmax <= 0.25 * thr * thr:
+        # screen at thr/2 (the confirmation refits the rate, which can raise z); after a
+        # rejection only candidates above thr itself go on (a weaker one would be noise)
+        if kmax < 0 or zmax <= (0.25 if nrej == 0 else 1.0) * thr * thr:
             break
         kmax_hi = int(seg_hi[kmax])
-        if w > 1:
-            kmax = _refine(y, kmax, kmax_lo, kmax_hi, w, mu)
-        # re-test with the rate fitted around the candidate: a hit left inside
-        # the rate fit biases the rate and hides itself
+        rej[kmax] = 1.0
+        knext = -1
+        odds = 0.0
+        # the rate fitted without the candidate gap: a hit left inside the rate fit
+        # biases the rate and hides itself
+        used = use[kmax]
         use[kmax] = False
         mu2, var2 = _gls_rate(y, s2, nd, use, pois, cp, dp)
-        z2 = -1e300
-        for k in range(max(kmax_lo, kmax - w + 1), min(kmax_hi, kmax + w)):
-            z2 = max(z2, _step_z(cy, cs, k, kmax_lo, kmax_hi, w, mu2, pois, var2))
-        if z2 <= thr:
-            break
+        if w > 1:
+            # quick veto (bounds the test below): no window over the candidate passes
+            z2 = -1e300
+            for k in range(max(kmax_lo, kmax - w + 1), min(kmax_hi, kmax + w)):
+                z2 = max(z2, _step_z(cy, cs, k, kmax_lo, kmax_hi, w, mu2, pois, var2))
+            if z2 <= thr:
+                use[kmax] = used
+                nrej += 1
+                if nhi - (zmax > thr2) <= 0:
+                    break
+                continue
+            # a w-read window blurs the position: take the maximum-likelihood gap nearby
+            k0 = kmax
+            # (on the reads within 3w of it: farther ones hardly move the comparison)
+            kmax, odds, knext = _locate(y, s2, max(kmax_lo, kmax - 3 * w), min(kmax_hi, kmax + 3 * w + 1),
+                                        kmax - w, kmax + w, mu, pois, cp, dp, ws[9], ws[10])
+            if kmax != k0:
+                use[k0] = used
+                used = use[kmax]
+                use[kmax] = False
+                mu2, var2 = _gls_rate(y, s2, nd, use, pois, cp, dp)
+        # confirm at that gap alone (no look-elsewhere: one test per gap, as a
+        # two-point test)
+        if _step_z(cy, cs, kmax, kmax_lo, kmax_hi, w, mu2, pois, var2) <= thr:
+            # not a jump: never a candidate again (until a jump changes the windows)
+            use[kmax] = used
+            rej[kmax] = 1.0
+            nrej += 1
+            if nhi - (zmax > thr2) <= 0:
+                break
+            continue
         flagged[kmax] = True
-        ncr += 1
+        nflag += 1
+        if odds > LOC_ODDS and _step_z(cy, cs, kmax, kmax_lo, kmax_hi, 1, mu2, pois, var2) <= thr:
+            # a jump the ramp cannot pin to one gap (and that fails the two-point test):
+            # reporting it at the wrong read would be a false detection, so it is not
+            # reported (amb), but the fit drops the read between it and the likelier
+            # adjacent gap, so the slope is right wherever it was
+            amb[kmax] = 1.0
+            if knext >= 0:
+                flagged[knext] = True
+                nflag += 1
+                amb[knext] = 1.0
+        else:
+            ncr += 1
+        for k in range(nd):
+            rej[k] = 0.0
+        nrej = 0
         mu, var_mu, nu = _rate(y, s2, d, flagged, nd, s2mean, gain, buf, use, cp, dp)
-    return ncr, mu, var_mu, nu
+    return ncr, mu, var_mu, nu, nflag
 
 
 @njit(cache=True, error_model="numpy")
@@ -392,7 +483,7 @@ def fit_kernel(reads, nreads, coeffs, satlevel, rdnoise, gain, dt, thr, min_read
     s2 = np.empty(nread)
     flagged = np.zeros(max(nread, 1), np.bool_)
     use = np.zeros(max(nread, 1), np.bool_)
-    ws = np.empty((9, max(nread, MAX_WINDOW) + 1))
+    ws = np.empty((13, max(nread, MAX_WINDOW) + 1))
     for i in range(ndce):
         n = min(nreads[i], nread)
         for p in range(npix):
@@ -411,14 +502,14 @@ def fit_kernel(reads, nreads, coeffs, satlevel, rdnoise, gain, dt, thr, min_read
             if m < min_reads:
                 st |= ST_TOO_FEW
             g = gain[p]
-            ncr, mu, var_mu, nu = _detect_pixel(y, s2, m, g, thr, flagged, use, ws)
-            if ncr > 0:
+            ncr, mu, var_mu, nu, nflag = _detect_pixel(y, s2, m, g, thr, flagged, use, ws)
+            if nflag > 0:
                 st |= ST_CR
                 for k in range(m - 1):
-                    if flagged[k]:
+                    if flagged[k] and ws[12, k] == 0.0:
                         cr[i, k + 1, p] = True
             ncr_out[i, p] = ncr
-            if ncr == 0 and nu == m - 1 and m >= min_reads and m >= 3:
+            if nflag == 0 and nu == m - 1 and m >= min_reads and m >= 3:
                 # one segment, every difference used: the rate fit is the answer
                 slope[i, p] = mu / dt
                 error[i, p] = np.sqrt(var_mu) / dt
@@ -464,15 +555,16 @@ def jumps_kernel(lin, ngood, rdnoise, gain, thr):
     s2 = np.empty(nread)
     flagged = np.zeros(max(nread, 1), np.bool_)
     use = np.zeros(max(nread, 1), np.bool_)
-    ws = np.empty((9, max(nread, MAX_WINDOW) + 1))
+    ws = np.empty((13, max(nread, MAX_WINDOW) + 1))
     for i in range(ndce):
         for p in range(npix):
             m = ngood[i, p]
             for j in range(m):
                 y[j] = lin[i, j, p]
                 s2[j] = rdnoise[p] ** 2
-            ncr = _detect_pixel(y, s2, m, gain[p], thr, flagged, use, ws)[0]
+            if _detect_pixel(y, s2, m, gain[p], thr, flagged, use, ws)[4] == 0:
+                continue
             for k in range(m - 1):
-                if flagged[k]:
+                if flagged[k] and ws[12, k] == 0.0:
                     cr[i, k + 1, p] = True
     return cr

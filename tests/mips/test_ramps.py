@@ -71,12 +71,17 @@ def test_cr_corrected_slopes_and_detection_read_noise_regime():
     hits, steps = inject(rng, shape, rate, 0.01, 5.0)
     out = fit(make_ramps(rng, *shape, rate=rate, cr=steps), 32)
     det = out["cr_reads"]
-    assert (det & hits).sum() / hits.sum() >= 0.99
-    assert (det & ~hits).sum() / (~hits).sum() <= 1e-3
+    # a 5 sigma_diff hit whose position the ramp cannot pin to one gap (likelihood odds of a
+    # neighbouring gap > LOC_ODDS, ~2 % here, mostly a read noise excursion beside it) must
+    # pass the two-point test too, so that a step flagged one read off is no false jump
+    assert (det & hits).sum() / hits.sum() >= 0.97
+    assert (det & ~hits).sum() / (~hits).sum() <= 1e-4
     pull = (out["slope"] - rate) / out["error"]
     assert abs(pull.mean()) < 0.1 and abs(pull.std() - 1) < 0.05
     assert np.array_equal(out["ncr"], det.sum(axis=1))
-    assert np.array_equal(out["mask"] & DEFAULT_FLAGS["cr"] > 0, out["ncr"] > 0)
+    # the cr bit also marks pixels corrected for a jump not located to one read (not in ncr)
+    crbit = out["mask"] & DEFAULT_FLAGS["cr"] > 0
+    assert np.all(crbit[out["ncr"] > 0]) and (crbit & (out["ncr"] == 0)).sum() <= 0.05 * crbit.sum()
 
 
 def test_cr_completeness_strong_hits_any_rate():

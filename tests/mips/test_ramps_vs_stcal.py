@@ -115,10 +115,51 @@ def test_jump_detection_at_least_as_good_as_stcal(ramps):
     det = ours["cr_reads"]
     ours_found, stcal_found = (det & hits).sum(), (s_jump & hits).sum()
     ours_false, stcal_false = (det & ~hits).sum(), (s_jump & ~hits).sum()
+    print(f"found ours {ours_found} stcal {stcal_found} of {hits.sum()}; false ours {ours_false} stcal {stcal_false}")
     assert ours_found >= stcal_found
-    assert ours_false <= max(stcal_false, 0.001 * (~hits).sum())
+    assert ours_false <= stcal_false
     # and CR-hit pixels come out closer to the truth than stcal's
     hit_pix = hits.any(axis=1)
     ours_err = np.abs(ours["slope"] - rate)[hit_pix] / ours["error"][hit_pix]
     stcal_err = np.abs(s_slope - rate)[hit_pix] / ours["error"][hit_pix]
     assert np.median(ours_err) <= np.median(stcal_err)
+
+
+# (nread, ndce) of 32x32-pixel ramps, one seed each: ~2e6 reads each, ~1.2e7 pooled
+POOLED = ((24, 80), (32, 60), (80, 24)) * 2
+
+
+def test_pooled_false_detections_and_completeness_vs_stcal():
+    """Issue 4 criterion, pooled over seeds and ramp lengths at the same threshold (5 sigma):
+    our jumps are at least as complete as stcal.jump's and no more of them are false.
+
+    Hits as the Ge arrays see them (one per pixel per 35 s, half 5 and half 10 sigma_diff)
+    at rates 5-3000 DN/s; a flag at a read without a hit (including one read off a true
+    hit) is false.
+    """
+    found = {"ours": 0, "stcal": 0}
+    false = {"ours": 0, "stcal": 0}
+    nhit = nclean = 0
+    p_hit = DT_READ / 35 / 2
+    for seed, (nread, ndce) in enumerate(POOLED):
+        rng = np.random.default_rng(400 + seed)
+        shape = (ndce, nread, 32, 32)
+        rate = rng.uniform(5.0, 3000.0, (ndce, 32, 32))
+        hits5, steps5 = inject(rng, shape, rate, p_hit, 5.0)
+        hits10, steps10 = inject(rng, shape, rate, p_hit, 10.0)
+        hits = hits5 | hits10
+        reads = make_ramps(rng, *shape, rate=rate, cr=steps5 + steps10)
+        ours = fit_ramps(reads, nread, coeffs=COEFFS, satlevel=32767, rdnoise=RDNOISE, gain=GAIN,
+                         cr_threshold=5.0)["cr_reads"]
+        stcal = run_stcal(reads, nread, threshold=5.0)[2]
+        for name, det in (("ours", ours), ("stcal", stcal)):
+            found[name] += int((det & hits).sum())
+            false[name] += int((det & ~hits).sum())
+        nhit += int(hits.sum())
+        nclean += int((~hits).sum())
+    print(f"pooled {nclean} hit-free reads, {nhit} hits: found {found}, false {false}")
+    assert nclean >= 10_000_000
+    # enough false stcal jumps that "no more than stcal" is a real bound, not 0 <= 0
+    assert false["stcal"] >= 10
+    assert false["ours"] <= false["stcal"]
+    assert found["ours"] >= found["stcal"]
