@@ -8,7 +8,6 @@ file's identity (name, SHA-256, CALVERS) for product provenance.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 from astropy.io import fits
 
 from reduce.errors import BadInputError, CalibrationError
+from reduce.io.fitsio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,6 @@ class CalibrationSet:
         return cards
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_primary(path, header, chnlnum, reftype):
     for key in PRIMARY_KEYWORDS:
         if key not in header:
@@ -141,7 +133,7 @@ def _read(folder, chnlnum, suffix, reftype):
     with hdul:
         _check_primary(path, hdul[0].header, chnlnum, reftype)
         hdul.readall()
-        ident = CalFile(path.name, reftype, _sha256(path), str(hdul[0].header["CALVERS"]))
+        ident = CalFile(path.name, reftype, sha256_file(path)[0], str(hdul[0].header["CALVERS"]))
         return path, [h.copy() for h in hdul], ident
 
 

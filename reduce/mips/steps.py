@@ -9,7 +9,6 @@ indexed per DCE by the ``calset`` coordinate inside the kernel.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import warnings
@@ -21,6 +20,7 @@ import xarray as xr
 
 from .. import __version__
 from ..errors import BadInputError, CalibrationError
+from ..io.fitsio import sha256_file
 from ..schemas import load_schema
 from .calib import BAND, SHAPE, load_calibration
 
@@ -38,14 +38,6 @@ def mask_bits() -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- calibration table
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_calset(identity: dict, chnlnum: int):
     """Load one calibration set recorded at ingest -> (CalibrationSet or None, reason).
 
@@ -58,7 +50,7 @@ def check_calset(identity: dict, chnlnum: int):
         folders.add(path.parent)
         if not path.is_file():
             return None, f"calibration file {path} ({reftype}) is missing"
-        sha = _sha256(path)
+        sha = sha256_file(path)[0]
         if sha != entry["sha256"]:
             return None, (f"calibration file {path} ({reftype}) has SHA-256 {sha[:16]}..., not the "
                           f"{entry['sha256'][:16]}... recorded at ingest (file changed)")
