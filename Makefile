@@ -13,8 +13,10 @@ $(VENV)/.runtime: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# the build backend too: tests/test_install.py builds the wheel offline, without build isolation
 $(VENV)/.test: $(VENV)/.runtime
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet 'setuptools>=69' wheel
 	touch $@
 
 install: $(VENV)/.runtime

@@ -1,4 +1,4 @@
-"""Ge ramp fitting speed and accuracy: reduce.mips.ramps.fit_ramps vs stcal.
+"""Ge ramp fitting speed and accuracy: reduce.mips.kernels.ramps.fit_ramps vs stcal.
 
 stcal runs as the JWST pipeline runs it: two-point jump detection then OLS_C,
 one call per DCE, on data we have already linearised (its time excludes that);
@@ -50,7 +50,7 @@ def main():
     kw = dict(coeffs=COEFFS, satlevel=32767, rdnoise=RDNOISE, gain=GAIN, cr_threshold=args.threshold)
 
     t0 = time.perf_counter()
-    from reduce.mips.ramps import fit_ramps
+    from reduce.mips.kernels.ramps import fit_ramps
 
     ours = fit_ramps(reads[:1], args.nread, **kw)
     first = time.perf_counter() - t0

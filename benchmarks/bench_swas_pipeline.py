@@ -6,13 +6,13 @@ pipeline, beside the rate of merely reading the same store variables, in one run
 
 * simulates ``--days`` mission days (plan_swas, 12 segments a day; kept in OUT/raw and
   reused) and ingests them into OUT/swas.zarr (reused);
-* on a LocalCluster of ``--workers`` single-threaded workers (start-up not counted):
-  - read: computes a trivial reduction of every store variable the pipeline reads
-    (aos490, aos550 and the per-scan metadata), so every chunk is read and decoded;
-  - pipeline: compute_level1 (plan + steps 1-5, computed, failed segments isolated);
-  - with --export also the whole reduce_swas (store group level1, FITS export, log);
-  each the best of ``--repeat``;
-* prints scans/s/core of each and the ratio pipeline/read (goal >= 25 %).
+* read: computes a trivial reduction of every store variable the pipeline reads
+  (aos490, aos550 and the per-scan metadata), so every chunk is read and decoded;
+* steps: compute_level1 over the whole store (plan + steps 1-5, in memory, one core);
+* runner: reduce_swas --redo, the whole job (sizing, steps, store tables written by the
+  workers, FITS export, records, log), on one core in process and on a LocalCluster of
+  ``--workers`` single-threaded workers (start-up not counted);
+  each the best of ``--repeat``; prints scans/s/core and the ratios to the read rate.
 """
 from __future__ import annotations
 
@@ -60,29 +60,30 @@ def time_read(store, client, repeat):
     return best, int(ds.sizes["time"])
 
 
-def time_pipeline(store, client, repeat):
-    from reduce.swas.pipeline import compute_level1
-
+def time_steps(store, repeat):
     import dask
+
+    from reduce.swas.pipeline import compute_level1
 
     best, res = float("inf"), None
     for _ in range(repeat):
         t0 = time.perf_counter()
-        with dask.config.set(scheduler="sync" if client is None else None):
-            res = compute_level1(store, client=client)
+        with dask.config.set(scheduler="sync"):
+            res = compute_level1(store)
         best = min(best, time.perf_counter() - t0)
     return best, res
 
 
-def time_reduce(store, out, client, repeat):
+def time_runner(store, out, client, repeat):
     from reduce.swas.pipeline import reduce_swas
 
-    best = float("inf")
+    best, summary = float("inf"), None
     for i in range(repeat):
         t0 = time.perf_counter()
-        reduce_swas(store, out / f"products-{i}", client=client, report=lambda line: None)
+        summary = reduce_swas(store, out / f"products-{'cluster' if client else 'serial'}", client=client,
+                              redo=True, report=lambda line: None)
         best = min(best, time.perf_counter() - t0)
-    return best
+    return best, summary
 
 
 def main(argv=None):
@@ -91,7 +92,6 @@ def main(argv=None):
     ap.add_argument("--days", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--export", action="store_true", help="also time reduce_swas (store group, FITS, log)")
     args = ap.parse_args(argv)
 
     import cluster
@@ -102,28 +102,25 @@ def main(argv=None):
     with cluster.connect(n_workers=args.workers, threads_per_worker=1, dashboard=False) as client:
         client.run(lambda: __import__("reduce.swas.pipeline"))  # warm imports on the workers
         t_read, n = time_read(store, client, args.repeat)
-        t_pipe, (level1, _, reports) = time_pipeline(store, client, args.repeat)
-        t_red = time_reduce(store, args.out, client, args.repeat) if args.export else None
-    # the same on one core in this process (dask's synchronous scheduler): no cluster overheads
+        t_run, summary = time_runner(store, args.out, client, args.repeat)
+    # one core in this process (dask's synchronous scheduler): no cluster overheads
     s_read, _ = time_read(store, None, args.repeat)
-    s_pipe, _ = time_pipeline(store, None, args.repeat)
+    s_steps, (level1, _, reports) = time_steps(store, args.repeat)
+    s_run, _ = time_runner(store, args.out, None, args.repeat)
     cores = args.workers
-    r_read = n / t_read / cores
-    r_pipe = n / t_pipe / cores
     ok = sum(r.status == "ok" for r in reports)
-    print(f"scans: {n}, segments reduced {ok}/{len(reports)}, coadds {level1.sizes['coadd']}")
-    print(f"LocalCluster, {cores} single-threaded workers:")
-    print(f"  read store variables : {t_read:7.2f} s  {r_read:9.0f} scans/s/core")
-    print(f"  pipeline (steps 1-5) : {t_pipe:7.2f} s  {r_pipe:9.0f} scans/s/core")
-    print(f"  ratio pipeline/read  : {100 * r_pipe / r_read:6.1f} %   (goal >= 25 %)")
+    print(f"scans: {n}, segments reduced {ok}/{len(reports)}, coadds {level1.sizes['coadd']}, "
+          f"units {sum(summary.units.values())}, product files {summary.files}")
     print("one core, synchronous scheduler:")
-    print(f"  read store variables : {s_read:7.2f} s  {n / s_read:9.0f} scans/s/core")
-    print(f"  pipeline (steps 1-5) : {s_pipe:7.2f} s  {n / s_pipe:9.0f} scans/s/core")
-    print(f"  ratio pipeline/read  : {100 * s_read / s_pipe:6.1f} %")
-    if t_red is not None:
-        r_red = n / t_red / cores
-        print(f"reduce_swas (+store group, FITS, log): {t_red:7.2f} s  {r_red:9.0f} scans/s/core "
-              f"({100 * r_red / r_read:.1f} % of read)")
+    print(f"  read store variables       : {s_read:7.2f} s  {n / s_read:9.0f} scans/s/core")
+    print(f"  steps 1-5 (compute_level1) : {s_steps:7.2f} s  {n / s_steps:9.0f} scans/s/core  "
+          f"{100 * s_read / s_steps:5.1f} % of read")
+    print(f"  runner (store + FITS + log): {s_run:7.2f} s  {n / s_run:9.0f} scans/s/core  "
+          f"{100 * s_read / s_run:5.1f} % of read")
+    print(f"LocalCluster, {cores} single-threaded workers:")
+    print(f"  read store variables       : {t_read:7.2f} s  {n / t_read / cores:9.0f} scans/s/core")
+    print(f"  runner (store + FITS + log): {t_run:7.2f} s  {n / t_run / cores:9.0f} scans/s/core  "
+          f"{100 * t_read / t_run:5.1f} % of read")
     return 0
 
 

@@ -62,8 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = rd.add_parser(name, parents=[parent], help=what)
         p.add_argument("--store", type=Path, required=True)
         p.add_argument("--out", type=Path, required=True, help="folder for the products")
+        p.add_argument("--redo", action="store_true",
+                       help="recompute every unit, also those already done (default: only what is not done yet)")
+        p.add_argument("--redo-failed", action="store_true", help="retry the units that failed before")
+        p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="wait this long for another writer's lock on the store (default: refuse at once)")
 
-    p = commands.add_parser("demo", parents=[parent], help="simulate a small SWAS and MIPS set and ingest both")
+    p = commands.add_parser("demo", parents=[parent],
+                            help="simulate a small SWAS and MIPS set, ingest both and reduce them to level-1 products")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for everything (default demo-output)")
     return parser
 
@@ -145,28 +151,47 @@ def _reduce(args, client):
         from .swas.pipeline import reduce_swas as run
     else:
         from .mips.pipeline import reduce_mips as run
-    summary = run(args.store, args.out, client=client, progress=not args.quiet, report=report)
+    summary = run(args.store, args.out, client=client, progress=not args.quiet, report=report,
+                  redo=getattr(args, "redo", False), redo_failed=getattr(args, "redo_failed", False),
+                  wait=getattr(args, "wait", 0.0))
     print(summary.text())
     return summary.exit_code
 
 
 def _demo(args, client):
+    """Simulate, ingest and reduce both instruments; print where everything is and a short table."""
+    from .mips.pipeline import reduce_mips
+    from .swas.pipeline import reduce_swas
+
     out = args.out
     args.seed = 0
-    codes = []
+    report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    codes, summaries = [], {}
     for instrument in ("swas", "mips"):
         raw = out / "raw" / instrument
         codes.append(_simulate(args, client, instrument, raw))
         codes.append(_ingest(args, client, instrument, [raw], out / f"{instrument}.zarr"))
-    from .io.store import Store
-    for instrument in ("swas", "mips"):
-        store = Store(out / f"{instrument}.zarr")
-        groups = [g["path"] for g in store.schema["groups"] if g["variables"]]
-        for group in groups:
-            ds = store.open_group(group)
-            dims = ", ".join(f"{d}={n}" for d, n in ds.sizes.items())
-            print(f"{store.path}{'/' + group if group else ''}: {dims}; variables: {', '.join(ds.data_vars)}")
-    print(f"open them with: xarray.open_zarr('{out / 'swas.zarr'}') or reduce.io.store.Store(path).open_group(...)")
+    for instrument, reduce_fn in (("swas", reduce_swas), ("mips", reduce_mips)):
+        summaries[instrument] = summary = reduce_fn(out / f"{instrument}.zarr", out / "products" / instrument,
+                                                    client=client, progress=not args.quiet, report=report)
+        codes.append(summary.exit_code)
+    s, m = summaries["swas"], summaries["mips"]
+    c = m.counts
+    print()
+    print(f"demo in {out}: raw files {out / 'raw'}, stores {out / 'swas.zarr'} and {out / 'mips.zarr'}")
+    print(f"  SWAS level 1 -> {out / 'products' / 'swas'} (one folder per target, iraf/ and class/ FITS, "
+          "reduction.log)")
+    print(f"    segments {s.counts.get('segments reduced', 0)} reduced / {s.counts.get('segments excluded', 0)} "
+          f"excluded / {s.counts.get('segments failed', 0)} failed; coadds {s.counts.get('coadds', 0)}; "
+          f"targets {s.counts.get('targets', 0)}; files {s.files}")
+    print(f"  MIPS BCDs    -> {out / 'products' / 'mips'} (_bcd, _bunc, _bbmsk FITS per DCE)")
+    for band in (24, 70, 160):
+        if f"{band} um DCEs" in c:
+            print(f"    {band:>3} um: DCEs {c[f'{band} um DCEs']} / BCDs {c[f'{band} um BCDs']} / "
+                  f"skipped {c[f'{band} um skipped']}")
+    for line in s.problems + m.problems:
+        print(f"    problem: {line}")
+    print("  open the stores with xarray.open_datatree(path, engine='zarr'), or reduce.swas.open_store(path)")
     return max(codes)
 
 

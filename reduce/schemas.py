@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ import yaml
 
 from .errors import BadInputError, SchemaError
 
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+# The top-level schemas/ folder, installed as the data package reduce._schemas (see setup.py).
+SCHEMA_PACKAGE = "reduce._schemas"
 
 _KEYWORD_TYPES = {
     "str": (str,),
@@ -28,12 +30,30 @@ _FORMAT_KINDS = {"D": "f", "E": "f", "J": "i", "I": "i", "K": "i", "B": "i", "A"
 
 
 @functools.cache
+def schema_dir():
+    """The folder of the YAML schemas (an importlib.resources Traversable).
+
+    Installed (wheel or editable): the package ``reduce._schemas``. Imported from a
+    checkout that was never installed (or installed before that package existed):
+    the checkout's ``schemas/`` folder.
+    """
+    try:
+        return resources.files(SCHEMA_PACKAGE)
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parents[1] / "schemas"
+        if checkout.is_dir():
+            return checkout
+        raise SchemaError(f"the schemas are not installed (no package {SCHEMA_PACKAGE}); "
+                          "reinstall skyreduce") from None
+
+
+@functools.cache
 def load_schema(name: str) -> dict:
     """The schema ``schemas/<name>.yaml`` as a dict (cached; do not mutate)."""
-    path = SCHEMA_DIR / f"{name}.yaml"
+    path = schema_dir() / f"{name}.yaml"
     if not path.is_file():
         raise SchemaError(f"no schema named {name!r} (looked for {path})")
-    with open(path) as f:
+    with path.open() as f:
         schema = yaml.safe_load(f)
     if schema.get("schema") != name:
         raise SchemaError(f"{path}: 'schema' is {schema.get('schema')!r}, expected {name!r}")

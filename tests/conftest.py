@@ -42,6 +42,23 @@ def raise_if_dask_computes():
     return lambda: dask.config.set(scheduler=_RaiseOnCompute())
 
 
+class HalfThenDiskFull:
+    """Stand-in for ``open`` whose file object writes half of what it is given, then raises OSError."""
+
+    def __init__(self, path, mode):
+        self.fh = open(path, mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+    def write(self, content):
+        self.fh.write(content[:len(content) // 2])
+        raise OSError("disk full")
+
+
 def sha256_tree(folder):
     """{relative path: sha256} of every file under ``folder`` (raw files must never change)."""
     import hashlib

@@ -29,9 +29,11 @@ import numpy as np
 import zarr
 
 from ..errors import BadInputError
+from ..faults import fault_point
+from ..progress import Progress, track
 from ..schemas import group_spec
-from .store import (StoreWriter, _maybe_die, array_path, check_lock_token, chunk_ranges,
-                    dim_key, to_numpy_dtype)
+from .store import (StoreWriter, array_path, check_lock_token, chunk_ranges, dim_key,
+                    to_numpy_dtype)
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ def write_chunk(adapter, store_path, token, group, names, start, stop, pieces):
             block[target] = data
         arr[start:stop] = block
         nbytes += block.nbytes
-    _maybe_die("mid_write")
+    fault_point("mid_write")
     return nbytes
 
 
@@ -134,10 +136,9 @@ def _map(client, fn, items, *, progress, label):
         return [fn(*item) for item in items]
     futures = client.map(fn, *zip(*items), pure=False) if items else []
     if progress and futures:
-        from distributed import progress as dask_progress
-        print(label, flush=True)
-        dask_progress(futures)
-        print(flush=True)
+        with Progress(label, len(futures), unit="tasks") as bar:
+            for _ in track(futures, bar):
+                pass
     return client.gather(futures)
 
 
@@ -258,7 +259,7 @@ def _ingest_batch(adapter, files, writer, summary, *, client, progress, report):
     grown = {k: v for k, v in lengths.items() if v != state["lengths"][k]}
     t1 = time.perf_counter()
     writer.resize(grown)
-    _maybe_die("after_resize")
+    fault_point("after_resize")
     _write_small(writer, records, starts)
     t2 = time.perf_counter()
     jobs = _chunk_jobs(adapter, writer, records, starts)

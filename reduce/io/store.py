@@ -36,22 +36,14 @@ import zarr
 
 from .. import __version__
 from ..errors import SchemaError, StoreLockedError
+from ..faults import fault_point
 from ..schemas import group_spec, load_schema, validate_group
+from .atomic import atomic_write_text
+
 
 log = logging.getLogger(__name__)
 
 META = ".skyreduce"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _compressors(name):
@@ -123,12 +115,30 @@ class Store:
         """Committed quarantine record: one dict per rejected input."""
         return self._read_log("quarantine.jsonl")
 
+    def check_version(self, state: dict | None = None) -> None:
+        """Refuse a store written with another version of its schema, saying what changed."""
+        state = self.read_state() if state is None else state
+        have, want = state.get("schema_version"), self.schema["version"]
+        if have is None or have == want:
+            return
+        name = self.schema["schema"]
+        if have > want:
+            raise SchemaError(f"{self.path} is a {name} store of schema version {have}, newer than the version "
+                              f"{want} this skyreduce {__version__} reads: upgrade skyreduce")
+        changes = self.schema.get("changes", {})
+        what = "; ".join(f"version {v}: {changes[v]}" for v in sorted(changes) if have < v <= want)
+        raise SchemaError(f"{self.path} is a {name} store of schema version {have}; this skyreduce {__version__} "
+                          f"reads version {want}" + (f" ({what})" if what else "")
+                          + ": ingest the raw files again into a new store")
+
     # -- datasets
     def open_group(self, group: str = "", *, validate: bool = True) -> xr.Dataset:
         """Open one group lazily (dask-backed), cut to its committed length and validated."""
         state = self.read_state()
         if not state:
             raise SchemaError(f"{self.path} is not a skyreduce store (no {META}/state.json)")
+        if validate:
+            self.check_version(state)
         with _quiet_zarr():
             ds = xr.open_zarr(self.path, group=group or None, consolidated=True, chunks={})
         spec = group_spec(self.schema, group)
@@ -214,6 +224,7 @@ class StoreWriter(Store):
                 raise SchemaError(f"{self.path} holds a {state.get('schema')} store, not {self.schema['schema']}")
             self._create()
         else:
+            self.check_version(state)
             self._recover(state)
 
     def _create(self):
@@ -346,9 +357,9 @@ class StoreWriter(Store):
                 state["log_bytes"][name] = path.stat().st_size
         if group_attrs:
             state["group_attrs"] = {**state.get("group_attrs", {}), **group_attrs}
-        _maybe_die("before_commit")
+        fault_point("before_commit")
         self._commit_state(state)
-        _maybe_die("after_commit")
+        fault_point("after_commit")
         self._sync_attrs(state)
         self.consolidate()
         return state
@@ -387,17 +398,6 @@ def check_lock_token(path, token: str) -> None:
         info = {}
     if info.get("token") != token:
         raise StoreLockedError(f"store {path}: this writer no longer holds the lock; not writing")
-
-
-def _maybe_die(point: str) -> None:
-    """Test hook: SKYREDUCE_TEST_KILL_AT=<point> SIGKILLs this process group there.
-
-    The whole group (the command and its local workers) dies at once, as when
-    a batch system kills a job; tests start the command in its own session.
-    """
-    if os.environ.get("SKYREDUCE_TEST_KILL_AT") == point:
-        import signal
-        os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 def chunk_ranges(start: int, stop: int, chunk: int):

@@ -5,6 +5,8 @@ pmask, distortion and cal files of one array (plus nonlin for 70/160 um),
 checks their PRIMARY keywords, shapes and required keywords, and returns a
 frozen ``CalibrationSet`` with read-only arrays, the scalars and every
 file's identity (name, SHA-256, CALVERS) for product provenance.
+``CalTable.load`` checks the sets recorded at ingest (files present, SHA-256
+unchanged) and stacks them per set for the steps (``image``, ``scalar``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 from astropy.io import fits
 
 from reduce.errors import BadInputError, CalibrationError
@@ -178,3 +181,101 @@ def load_calibration(folder, chnlnum):
         log.warning("calibration files of CHNLNUM=%d in %s have different CALVERS: %s",
                     chnlnum, folder, {f.name: f.calvers for f in files})
     return CalibrationSet(chnlnum=chnlnum, files=tuple(files), **kw)
+
+
+def check_calset(identity: dict, chnlnum: int):
+    """Load one calibration set recorded at ingest -> (CalibrationSet or None, reason).
+
+    ``identity``: {REFTYPE: {name, path, sha256, calvers}} from the group attribute
+    ``calibration_sets``. Every file must exist and have the recorded SHA-256.
+    """
+    folders = set()
+    for reftype, entry in sorted(identity.items()):
+        path = Path(entry.get("path", entry["name"]))
+        folders.add(path.parent)
+        if not path.is_file():
+            return None, f"calibration file {path} ({reftype}) is missing"
+        sha = sha256_file(path)[0]
+        if sha != entry["sha256"]:
+            return None, (f"calibration file {path} ({reftype}) has SHA-256 {sha[:16]}..., not the "
+                          f"{entry['sha256'][:16]}... recorded at ingest (file changed)")
+    if len(folders) != 1:
+        return None, f"calibration files of one set lie in several folders: {sorted(map(str, folders))}"
+    folder = folders.pop()
+    try:
+        cs = load_calibration(folder, chnlnum)
+    except (CalibrationError, BadInputError) as exc:
+        return None, f"calibration set in {folder}: {exc}"
+    recorded = {e["name"]: e["sha256"] for e in identity.values()}
+    for f in cs.files:
+        if recorded.get(f.name) != f.sha256:
+            return None, f"calibration file {folder / f.name}: SHA-256 differs from the one recorded at ingest"
+    bad = [k for k in ("gain", "rdnoise", "fluxconv", "satlevel") if not np.isfinite(getattr(cs, k))
+           or getattr(cs, k) <= 0]
+    if bad:
+        return None, f"calibration set in {folder}: {', '.join(k.upper() for k in bad)} not finite and > 0"
+    return cs, ""
+
+
+@dataclass(frozen=True)
+class CalTable:
+    """The calibration sets of one array, indexed like the store's ``calibration_sets``.
+
+    ``sets[k]`` is a CalibrationSet or None (then ``reasons[k]`` says why);
+    ``identities[k]`` the recorded {REFTYPE: {name, sha256, calvers}}.
+    """
+
+    chnlnum: int
+    sets: tuple
+    reasons: tuple
+    identities: tuple
+
+    @classmethod
+    def load(cls, calibration_sets, chnlnum):
+        sets, reasons, idents = [], [], []
+        for identity in calibration_sets:
+            cs, reason = check_calset(identity, chnlnum)
+            if reason:
+                log.warning("MIPS %d um: %s", BAND[chnlnum], reason)
+            sets.append(cs)
+            reasons.append(reason)
+            idents.append({k: {f: v[f] for f in ("name", "sha256", "calvers")} for k, v in identity.items()})
+        return cls(chnlnum, tuple(sets), tuple(reasons), tuple(idents))
+
+    @property
+    def shape(self):
+        return SHAPE[self.chnlnum]
+
+    def image(self, name, *, fill=np.nan, dtype=np.float32) -> xr.DataArray:
+        """(cset, y, x) stack of one image attribute ('nonlin': (cset, k, y, x), zero-padded in k);
+        ``fill`` where a set is unusable."""
+        arrays = [None if cs is None else np.asarray(getattr(cs, name)) for cs in self.sets]
+        shape, dims = self.shape, ("cset", "y", "x")
+        if name == "nonlin":
+            k = max((a.shape[0] for a in arrays if a is not None), default=1)
+            shape, dims = (k,) + self.shape, ("cset", "k", "y", "x")
+        out = np.full((max(len(arrays), 1),) + shape, fill, dtype=dtype)
+        for i, a in enumerate(arrays):
+            if a is not None:
+                out[(i,) + tuple(slice(0, n) for n in a.shape)] = a
+        return xr.DataArray(out, dims=dims)
+
+    def scalar(self, name, *, fill=np.nan) -> xr.DataArray:
+        """(cset,) float64 of one scalar attribute (fill where unusable or None)."""
+        vals = [fill if cs is None or getattr(cs, name) is None else float(getattr(cs, name)) for cs in self.sets]
+        return xr.DataArray(np.array(vals or [fill], dtype=np.float64), dims=("cset",))
+
+    def checksums(self) -> list[str]:
+        """['NAME sha256', ...] of every usable file (provenance)."""
+        out = []
+        for cs in self.sets:
+            if cs is not None:
+                out += [f"{f.name} {f.sha256}" for f in cs.files]
+        return sorted(set(out))
+
+    def main(self, calset_counts) -> int | None:
+        """Index of the usable set used by most DCEs (None: none usable)."""
+        usable = [k for k, cs in enumerate(self.sets) if cs is not None]
+        if not usable:
+            return None
+        return max(usable, key=lambda k: calset_counts.get(k, 0))

@@ -1,24 +1,18 @@
-"""MIPS raw -> level-1 BCD for the 24, 70 and 160 um arrays, and ``reduce_mips`` (the CLI entry).
+"""MIPS raw -> level-1 BCD for the 24, 70 and 160 um arrays, on the runner (``reduce_mips``, the CLI entry).
 
-``plan_bcd`` loads the small per-DCE metadata and checks the calibration sets
-(SHA-256 against the store's record); ``assemble`` builds the lazy BCD Dataset
-of notes/mips_bcd.md with the steps of ``si24`` / ``ge`` (+ ``responsivity``);
-``build_bcd`` = both. ``reduce_mips`` computes each array's BCD into the group
-``bcd24``/``bcd70``/``bcd160`` of the same store (under the store lock, the
-whole group replaced atomically) and exports the FITS files when
-``reduce.mips.bcd_export`` is available.
+``plan_bcd`` loads the small per-DCE metadata of a raw group (or a cut-out of it) and
+checks the calibration sets (SHA-256 against the store's record); ``assemble`` builds
+the lazy BCD Dataset with the steps of ``reduce.mips.steps`` (``si.pipeline`` for 24 um,
+``ramps.pipeline`` for 70/160 um); ``build_bcd`` = both. ``MipsBcd`` is the pipeline on
+the runner (``reduce.runner``): one unit per AOR and array, computed on a worker, its
+BCDs written into its whole chunks of the store group ``bcd24``/``bcd70``/``bcd160`` and
+exported as SSC-style FITS from there; ``open_bcd`` reads a group back.
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import logging
-import os
-import shutil
-import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask
@@ -26,14 +20,16 @@ import numpy as np
 import xarray as xr
 
 from .. import __version__
-from ..io.store import Store, StoreWriter, _quiet_zarr
+from ..io.store import Store, _quiet_zarr
+from ..runner import Pipeline, TableSpec, Unit, UnitResult, hash_strings, open_table, run
 from ..schemas import group_spec, load_schema, validate_group
-from . import ge, si24
-from .calib import BAND
-from .ge import DCE_CODES, GeParams
-from .responsivity import background_pairs, stim_subset
-from .si24 import SiParams
-from .steps import BCD_SCHEMA, GROUPS, PIPELINE_VERSION, RAW_GROUPS, CalTable, mask_bits
+from .bcd import BCD_SCHEMA, DCE_CODES, GROUPS, PIPELINE_VERSION, RAW_GROUPS, mask_bits
+from .calib import BAND, CalTable
+from .kernels.ramps import GeParams
+from .kernels.responsivity import background_pairs, stim_subset
+from .kernels.si import SiParams
+from .steps import ramps as ramp_steps
+from .steps import si as si_steps
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +212,10 @@ def assemble(plan: Plan, params: BcdParams = BcdParams()):
     """The lazy BCD Dataset of one array (nothing computed) and the plan-time DceReports."""
     ds = plan.ds
     if plan.chnlnum == 1:
-        out = si24.pipeline(ds, plan, plan.cal, params.si)
+        out = si_steps.pipeline(ds, plan, plan.cal, params.si)
         extra = ["slope", "difference", "replaced"]
     else:
-        out = ge.pipeline(ds, plan, plan.cal, params.ge)
+        out = ramp_steps.pipeline(ds, plan, plan.cal, params.ge)
         extra = ["responsivity", "ncr"]
     return _finish(out, plan, params, extra), reports_of(plan.chnlnum, plan.status, plan.ds)
 
@@ -229,140 +225,160 @@ def build_bcd(store, chnlnum, *, params: BcdParams = BcdParams()):
     return assemble(plan_bcd(store, chnlnum, params=params), params)
 
 
-# ---------------------------------------------------------------- writing into the store
-def _encoding(ds, spec):
-    enc = {}
-    for name in ds.variables:
-        var = spec["variables"].get(name)
-        if var is None:
-            continue
-        enc[name] = {"chunks": tuple(var["chunks"])}
-        if var["dtype"] == "float32":
-            enc[name]["fill_value"] = np.float32(np.nan)
-    return enc
+# ---------------------------------------------------------------- on the runner
+TABLES = {chnl: TableSpec(GROUPS[chnl], BCD_SCHEMA, GROUPS[chnl]) for chnl in (1, 2, 3)}
+UNIT_COORDS = ("aorkey", "dceid", "source_file", "calset")
 
 
-def write_bcd_group(store, bcd: xr.Dataset, *, wait: float = 0.0) -> int:
-    """Compute ``bcd`` into the store group bcdNN (replacing it) under the store lock; return DCEs written.
+def _aor_runs(offset, aorkey, dceid, source_file, calset):
+    """[(aorkey, start, stop, hash)] of the runs of equal AORKEY in one block of per-DCE coordinates."""
+    aorkey = np.asarray(aorkey)
+    if aorkey.size == 0:
+        return []
+    edges = np.flatnonzero(np.diff(aorkey)) + 1
+    starts = np.concatenate([[0], edges])
+    stops = np.concatenate([edges, [aorkey.size]])
+    src = np.asarray(source_file).astype(object).astype(str)
+    return [(int(aorkey[a]), offset + int(a), offset + int(b),
+             hash_strings(f"{int(dceid[i])}:{src[i]}:{int(calset[i])}" for i in range(a, b)))
+            for a, b in zip(starts, stops)]
 
-    Written with xarray/zarr into a temporary group beside it, then swapped in
-    with two renames and committed (state.json lengths ``bcdNN/dce``) with
-    StoreWriter(store, "mips_store") holding the lock: the level-0 groups are
-    untouched.
-    """
-    store = Path(store)
-    chnl = int(bcd.attrs["chnlnum"])
-    group = GROUPS[chnl]
-    spec = group_spec(load_schema(BCD_SCHEMA), group)
-    bcd = bcd.chunk({"dce": spec["variables"]["bcd"]["chunks"][0]}) if bcd.sizes["dce"] else bcd
-    for name in bcd.variables:     # per-DCE coordinates: one zarr chunk, one dask chunk
-        if bcd[name].dims == ("dce",) and name not in ("responsivity",):
-            bcd[name] = bcd[name].chunk(-1) if bcd[name].chunks else bcd[name]
-    bcd = bcd.assign_coords({n: bcd[n] for n in bcd.coords})
-    with StoreWriter(store, "mips_store", wait=wait) as w:
-        tmp_name = f"{group}_tmp_{uuid.uuid4().hex[:8]}"
-        tmp, final = store / tmp_name, store / group
-        try:
-            with _quiet_zarr():
-                bcd.to_zarr(store, group=tmp_name, mode="w", consolidated=False, zarr_format=3,
-                            encoding=_encoding(bcd, spec), compute=True)
-            w.check_token()
-            old = store / f"{group}_old_{uuid.uuid4().hex[:8]}"
-            if final.exists():
-                os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        w.commit(lengths={f"{group}/dce": int(bcd.sizes["dce"])}, ledger=[], quarantine=[])
-        w.record_run({"command": "reduce mips", "group": group, "dces": int(bcd.sizes["dce"]),
-                      "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "software": PIPELINE_VERSION})
-    return int(bcd.sizes["dce"])
+
+_RAW = {}
+
+
+def _open_raw(store, chnlnum):
+    """The raw group of one array (lazy), opened once per process and store commit."""
+    state = (Path(store) / ".skyreduce" / "state.json").stat().st_mtime_ns
+    key = (str(store), chnlnum, state)
+    if key not in _RAW:
+        _RAW[key] = Store(store).open_group(RAW_GROUPS[chnlnum])
+    return _RAW[key]
+
+
+@dataclass(frozen=True)
+class MipsBcd(Pipeline):
+    """MIPS raw -> level-1 BCDs on the runner: a unit is one AOR of one array; its BCDs go to
+    the store group bcd24 / bcd70 / bcd160 and its SSC-style FITS files to OUT."""
+
+    params: BcdParams = BcdParams()
+    name = "mips_bcd"
+    store_schema = "mips_store"
+
+    def tables(self):
+        return list(TABLES.values())
+
+    def table_attrs(self, store):
+        out = {}
+        for chnl, t in TABLES.items():
+            try:
+                sets = _open_raw(store, chnl).attrs.get("calibration_sets", [])
+            except Exception:  # noqa: BLE001 - a store without that array
+                sets = []
+            out[t.name] = {"chnlnum": chnl, "band_um": BAND[chnl], "pipeline_version": PIPELINE_VERSION,
+                           "mask_bits": json.dumps(mask_bits()), "calibration_sets": json.dumps(sets, sort_keys=True),
+                           "store_schema": BCD_SCHEMA}
+        return out
+
+    def units(self, store, client=None):
+        units = []
+        for chnl in (1, 2, 3):
+            try:
+                ds = _open_raw(store, chnl)
+            except Exception:  # noqa: BLE001 - a store without that group
+                continue
+            if ds.sizes["dce"] == 0:
+                continue
+            cols = [ds[k].data for k in UNIT_COORDS]
+            edges = np.cumsum((0,) + tuple(cols[0].chunks[0]))
+            blocks = [[c.blocks[i] for c in cols] for i in range(len(edges) - 1)]
+            tasks = [dask.delayed(_aor_runs)(int(edges[i]), *blk) for i, blk in enumerate(blocks)]
+            runs = [r for part in dask.compute(*tasks, scheduler=client or "sync") for r in part]
+            calsets = json.dumps(ds.attrs.get("calibration_sets", []), sort_keys=True)
+            by_aor = {}
+            for aor, a, b, h in runs:
+                by_aor.setdefault(aor, []).append((a, b, h))
+            for aor, parts in sorted(by_aor.items(), key=lambda kv: kv[1][0][0]):
+                n = sum(b - a for a, b, _ in parts)
+                key = f"m{BAND[chnl]}-{aor}"
+                units.append(Unit(key, f"MIPS {BAND[chnl]} um AOR {aor}",
+                                  hash_strings([h for _, _, h in parts] + [calsets]),
+                                  {"chnlnum": chnl, "aorkey": aor, "rows": [[a, b] for a, b, _ in parts]},
+                                  sizes={TABLES[chnl].name: n}))
+        return units
+
+    def _plan(self, store, unit):
+        chnl = unit.info["chnlnum"]
+        idx = np.concatenate([np.arange(a, b) for a, b in unit.info["rows"]])
+        plan = plan_bcd(_open_raw(store, chnl).isel(dce=idx), chnl, params=self.params)
+        plan.source = str(store)
+        return plan
+
+    def compute_unit(self, store, unit):
+        chnl = unit.info["chnlnum"]
+        plan = self._plan(store, unit)
+        bcd, _ = assemble(plan, self.params)
+        done = bcd.compute()
+        rows = {}
+        for name, v in done.variables.items():
+            if v.dims and v.dims[0] == "dce":
+                values = np.asarray(v.values)
+                rows[name] = values.astype(object).astype(str) if values.dtype.kind in "OUT" else values
+        status = rows["status"]
+        reps = reports_of(chnl, status, done)
+        ok = int((status == "ok").sum())
+        counts = {f"{BAND[chnl]} um DCEs": int(status.size), f"{BAND[chnl]} um BCDs": ok,
+                  f"{BAND[chnl]} um skipped": len(reps)}
+        return UnitResult(rows={TABLES[chnl].name: rows}, counts=counts, problems=[r.line() for r in reps],
+                          context={"attrs": dict(done.attrs), "plan": plan})
+
+    def export_unit(self, store, out, unit, result, slots):
+        from .bcd_export import write_bcd_files
+        chnl = unit.info["chnlnum"]
+        table = TABLES[chnl]
+        start = slots[table.name][0]
+        n = sum(b - a for a, b in unit.info["rows"])
+        with _quiet_zarr():
+            done = xr.open_zarr(store, group=table.path, consolidated=False, chunks=None)
+        done = done.isel(dce=slice(start, start + n)).load()
+        done.attrs = dict(result.context["attrs"])
+        if not (done.status.values.astype(object).astype(str) == "ok").any():
+            return 0, []
+        files = _export(write_bcd_files, done, result.context["plan"], Path(out))
+        return len(files), []
+
+    def describe(self, summary):
+        c = summary.counts
+        lines = []
+        for band in (24, 70, 160):
+            if f"{band} um DCEs" in c:
+                lines.append(f"  {band:>3} um: {c[f'{band} um DCEs']} DCEs, {c[f'{band} um BCDs']} BCDs, "
+                             f"{c[f'{band} um skipped']} skipped")
+        return lines
+
+
+def open_store(store, chnlnum) -> xr.Dataset:
+    """The raw group of one array (CHNLNUM 1: mips24, 2: mips70, 3: mips160): lazy, cut to the last
+    commit, validated against schemas/mips_store.yaml."""
+    return Store(store).open_group(RAW_GROUPS[chnlnum])
 
 
 def open_bcd(store, chnlnum) -> xr.Dataset:
-    """The committed BCD group of one array, lazy and validated against schemas/mips_bcd.yaml."""
-    return Store(store, BCD_SCHEMA).open_group(GROUPS[chnlnum])
-
-
-# ---------------------------------------------------------------- reduce_mips
-@dataclass
-class Summary:
-    """What reduce_mips did, per array."""
-
-    arrays: dict = field(default_factory=dict)   # band -> {"dces", "ok", "skipped"}
-    skipped: list = field(default_factory=list)  # DceReport
-    files: list = field(default_factory=list)    # exported paths
-    notes: list = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.skipped else 0
-
-    def text(self) -> str:
-        lines = [f"reduce mips: {sum(a['ok'] for a in self.arrays.values())} BCDs made, "
-                 f"{len(self.skipped)} DCEs skipped, {len(self.files)} files written in {self.seconds:.1f} s"]
-        for band, a in sorted(self.arrays.items()):
-            lines.append(f"  {band:>3} um: {a['dces']} DCEs, {a['ok']} ok, {a['skipped']} skipped")
-        lines += [f"  {r.line()}" for r in self.skipped]
-        lines += [f"  note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-
-def _exporter():
-    try:
-        return importlib.import_module("reduce.mips.bcd_export").write_bcd_files
-    except ModuleNotFoundError as exc:
-        if exc.name != "reduce.mips.bcd_export":
-            raise
-        return None
+    """The BCDs of one array kept in the store (written rows only, in unit order), lazy, validated."""
+    ds = open_table(store, TABLES[chnlnum])
+    validate_group(ds, load_schema(BCD_SCHEMA), GROUPS[chnlnum], check_chunks=False)
+    return ds
 
 
 def reduce_mips(store, out, *, client=None, progress=False, report=print, params: BcdParams = BcdParams(),
-                wait: float = 0.0, export=True) -> Summary:
-    """Reduce every array of a MIPS store to BCDs: into the store (bcd24/70/160), then FITS in ``out``.
-
-    Returns a Summary (``exit_code`` 0: all DCEs reduced; 1: some DCEs skipped, each
-    reported with its reason through ``report``).
-    """
-    t0 = time.perf_counter()
-    store, out = Path(store), Path(out)
-    summary = Summary()
-    write_files = _exporter() if export else None
-    if export and write_files is None:
-        summary.notes.append("reduce.mips.bcd_export not available: BCDs kept in the store only")
-    sched = dask.config.set(scheduler=client) if client is not None else contextlib.nullcontext()
-    raw = Store(store)
-    with sched:
-        for chnl in (1, 2, 3):
-            try:
-                n = raw.open_group(RAW_GROUPS[chnl]).sizes["dce"]
-            except Exception as exc:  # noqa: BLE001 - a store without that group
-                summary.notes.append(f"{RAW_GROUPS[chnl]}: {exc}")
-                continue
-            if n == 0:
-                continue
-            plan = plan_bcd(store, chnl, params=params)
-            bcd, _ = assemble(plan, params)
-            if progress:
-                report(f"MIPS {BAND[chnl]} um: reducing {n} DCEs")
-            write_bcd_group(store, bcd, wait=wait)
-            done = open_bcd(store, chnl)
-            status = done.status.values.astype(object).astype(str)
-            reps = reports_of(chnl, status, done)
-            for r in reps:
-                report(r.line())
-            summary.skipped += reps
-            summary.arrays[BAND[chnl]] = {"dces": n, "ok": int((status == "ok").sum()), "skipped": len(reps)}
-            if write_files is not None and (status == "ok").any():
-                summary.files += _export(write_files, done, plan, out)
-    summary.seconds = time.perf_counter() - t0
-    return summary
+                wait: float = 0.0, redo=False, redo_failed=False):
+    """Reduce every array of a MIPS store to BCDs on the runner (see reduce.runner): a RunSummary."""
+    return run(MipsBcd(params), store, out, client=client, progress=progress, report=report, redo=redo,
+               redo_failed=redo_failed, wait=wait)
 
 
 def _export(write_files, done, plan, out):
-    """Export the ok DCEs of one array, one call per calibration set."""
+    """Export the ok DCEs of one unit, one call per calibration set."""
     files = []
     out.mkdir(parents=True, exist_ok=True)
     status = done.status.values.astype(object).astype(str)
@@ -381,3 +397,7 @@ def _export(write_files, done, plan, out):
 def validate_bcd(bcd: xr.Dataset) -> None:
     """Check a (lazy) BCD Dataset against schemas/mips_bcd.yaml (dims, dtypes, units)."""
     validate_group(bcd, load_schema(BCD_SCHEMA), GROUPS[int(bcd.attrs["chnlnum"])], check_chunks=False)
+
+
+__all__ = ["BcdParams", "DceReport", "MipsBcd", "open_store", "plan_bcd", "assemble", "build_bcd", "reduce_mips",
+           "open_bcd", "validate_bcd"]

@@ -70,7 +70,6 @@ import dataclasses
 import functools
 import json
 import logging
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +77,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.time import Time
+
+from ..io.atomic import atomic_path, atomic_write_text
 
 from . import mips_detector as det
 from .mips_cal import (ARRAYS, GE_NREADS, MIPS_SECOND, PM_NOISY, NOISY_FACTOR, READTIME_GE,
@@ -389,16 +390,16 @@ def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="s
     else:
         cal_f, sky_f = client.scatter([cal, sky], broadcast=True)
         futs = [client.submit(_run_group, *g, cal=cal_f, sky=sky_f, pure=False, **kw) for g in groups]
-        if progress:
-            from distributed import progress as show_progress
-            show_progress(futs)
-            print(flush=True)
+        if progress and futs:
+            from ..progress import Progress, track
+            with Progress(f"simulating MIPS into {outdir}", len(futs), unit="DCE groups") as bar:
+                for _ in track(futs, bar):
+                    pass
         results = (f.result() for f in futs)
     meta = _truth_meta(specs, sky, seed, calvers)
     dces, files, nbytes = [], [], 0
     npz_path = outdir / "mips_truth.npz"
-    tmp = npz_path.with_name(f".{npz_path.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w") as zf:
+    with atomic_path(npz_path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         for entries, arrays, nb in results:
             key = entries[0]["npz"]["key"]
             for k, v in arrays.items():
@@ -406,12 +407,9 @@ def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="s
             dces += entries
             files += [str(outdir / e["file"]) for e in entries]
             nbytes += nb
-    os.replace(tmp, npz_path)
     meta["dces"] = dces
     truth = outdir / "mips_truth.json"
-    tmp = truth.with_name(f".{truth.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, truth)
+    atomic_write_text(truth, json.dumps(meta, indent=1), fsync=False)
     nbytes += sum(Path(p).stat().st_size for p in cal_paths.values())
     nbytes += truth.stat().st_size + npz_path.stat().st_size
     log.info("simulated %d MIPS DCEs in %d AORs (%.1f MB) into %s", len(files), len(specs),

@@ -8,13 +8,14 @@ truth. Numbers marked (sim) are our choices where the public record gives none
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
+
+from reduce.io.atomic import atomic_write_fits
 
 SAMPTIME_SI = 0.524288  # s, one 24 um sample
 READTIME_GE = 0.131072  # s, Ge read interval
@@ -81,11 +82,7 @@ def cal_names(chnl):
 
 def atomic_writeto(hdul, path):
     """Write ``hdul`` to ``path`` via a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    hdul.writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_fits(hdul, path)
 
 
 def _primary(chnl, reftype, calvers, data=None):

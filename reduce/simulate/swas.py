@@ -45,12 +45,13 @@ Scan indices equal the SCAN column (= row index).
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.time import Time
+
+from reduce.io.atomic import atomic_path
 
 from reduce.simulate import swas_model as M
 from reduce.simulate.orbit import (MISSION_EPOCH_MJD, orbital_period_s, spacecraft_state,
@@ -309,14 +310,8 @@ def _truth(spec, ctx, truths, lofreq, sat):
 
 
 def _atomic_write(path, writer):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _make_and_write(spec, seed, outdir):
@@ -362,10 +357,11 @@ def simulate_swas(outdir, *, days=1, seed=0, start_day=1, segments_per_day=None,
         results = [_make_and_write(s, seed, str(outdir)) for s in specs]
     else:
         futures = client.map(_make_and_write, specs, seed=seed, outdir=str(outdir), pure=False)
-        if progress:
-            from distributed import progress as show_progress
-            show_progress(futures)
-            print(flush=True)
+        if progress and futures:
+            from ..progress import Progress, track
+            with Progress(f"simulating SWAS into {outdir}", len(futures), unit="segments") as bar:
+                for _ in track(futures, bar):
+                    pass
         results = client.gather(futures)
     arrays, segs = {}, []
     for name, _, truth in results:

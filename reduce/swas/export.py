@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import textwrap
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -65,6 +64,7 @@ from astropy.time import Time
 
 from reduce import __version__
 from reduce.errors import ReduceError, SchemaError
+from reduce.io.atomic import atomic_write_fits
 from reduce.swas.targets import write_target_index, write_top_index
 
 _log = logging.getLogger(__name__)
@@ -415,17 +415,7 @@ def iraf_hdu(coadd: Coadd, attrs, reduction_date) -> fits.PrimaryHDU:
 def _atomic_writeto(hdu, path: Path, fsync: bool = False) -> None:
     """Write to a temporary name in the same folder (fsync'ed if asked), then os.replace: a reader (or a
     crash) never sees a partial product."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            fits.HDUList([hdu]).writeto(f, output_verify="exception")
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_fits(hdu, path, fsync=fsync, output_verify="exception")
 
 
 def coadds_of(level1) -> list[Coadd]:
@@ -473,7 +463,8 @@ def _check(coadd: Coadd) -> None:
         raise ReduceError(f"{what}: implausible TSYS {meta['tsys']} K (uncalibrated segments get no product)")
 
 
-def write_products(level1, out_dir, *, log=None, reduction_time=None, failures=None, fsync=False) -> list[Path]:
+def write_products(level1, out_dir, *, log=None, reduction_time=None, failures=None, fsync=False,
+                   top_index=True) -> list[Path]:
     """Write every level-1 coadd as IRAF- and CLASS-flavoured FITS under ``out_dir`` (layout: module doc).
 
     ``level1``: the computed level-1 Dataset (swas_level1.md). ``log``: a logging.Logger, a
@@ -482,8 +473,10 @@ def write_products(level1, out_dir, *, log=None, reduction_time=None, failures=N
     now). A coadd whose metadata is unusable gets one line in the log (and a ``(segment, reason)``
     in ``failures`` if a list is given) and no product; the rest are written. Every product is
     written under a temporary name and renamed into place (``fsync=True`` also syncs each file to
-    disk first: durable against power loss, ~8 ms more per file here). Returns the FITS paths
-    written, sorted.
+    disk first: durable against power loss, ~8 ms more per file here). A product that cannot be
+    written (e.g. a file where its target folder should be) is one failure like the others.
+    ``top_index``: also rewrite ``out_dir/targets.tsv`` (the runner does it once at the end).
+    Returns the FITS paths written, sorted.
     """
     out_dir = Path(out_dir)
     attrs = dict(level1.attrs)
@@ -497,8 +490,14 @@ def write_products(level1, out_dir, *, log=None, reduction_time=None, failures=N
             _check(coadd)
             name = meta["object"]
             if name not in folders:
-                folders[name] = write_target_index(out_dir, name)
+                folders[name] = None          # one failure line per target whose folder cannot be made
+                try:
+                    folders[name] = write_target_index(out_dir, name)
+                except (ReduceError, OSError) as exc:
+                    raise ReduceError(f"target {name!r}: no products written: {exc}") from exc
             folder = folders[name]
+            if folder is None:
+                continue
             if (folder, coadd.product_name) in seen:
                 raise ReduceError(f"segment {meta['missday']:04d}_{meta['segment_number']:03d} ({name}): a second "
                                   f"coadd {coadd.index} for {coadd.product_name} (kind {meta['kind']}); not written")
@@ -511,11 +510,12 @@ def write_products(level1, out_dir, *, log=None, reduction_time=None, failures=N
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _atomic_writeto(make(coadd, attrs, date), path, fsync)
                 written.append(path)
-        except ReduceError as exc:
+        except (ReduceError, OSError) as exc:
             _emit(log, logging.ERROR, f"EXPORT FAILED {exc}")
             if failures is not None:
                 failures.append((int(meta["segment"]), str(exc)))
-    if folders:
+    folders = {k: v for k, v in folders.items() if v is not None}
+    if folders and top_index:
         write_top_index(out_dir)
     n_iraf = sum(p.parent.name == IRAF_DIR for p in written)
     _emit(log, logging.INFO, f"export: {n_iraf} IRAF and {len(written) - n_iraf} CLASS spectra "

@@ -56,7 +56,7 @@ class SwasAdapter:
         day, seg = int(h0["MISSDAY"]), int(h0["SEGMENT"])
         segment_id = day * 1000 + seg
         rows["segment_id"] = np.full(nscans, segment_id, np.int32)
-        hk["segment_id"] = np.full(len(hk["time"]), segment_id, np.int32)
+        hk["segment_id"] = np.full(len(hk["hk_time"]), segment_id, np.int32)
         segment = {
             "segment": [segment_id], "missday": [day], "segment_number": [seg], "obsmode": [mode],
             "object": [str(h0["OBJECT"])], "target_ra": [h0["RA"]], "target_dec": [h0["DEC"]],
@@ -66,7 +66,7 @@ class SwasAdapter:
         }
         return FileRecord(path=str(path), sha256=sha256, size=path.stat().st_size,
                           key=f"segment {day:04d}/{seg:03d}", sort_key=(day, seg),
-                          rows={"time": rows, "segment": segment, "hk/time": hk},
+                          rows={"time": rows, "segment": segment, "hk/hk_time": hk},
                           bulk={"time": ["aos490", "aos550"]}, extra={"where": where})
 
     def _scan_rows(self, path, scans, mode):
@@ -107,6 +107,7 @@ class SwasAdapter:
         return rows
 
     def _hk_rows(self, path, hk):
+        """Housekeeping rows (group hk, along its own dimension hk_time) from the HK HDU."""
         rows = {}
         for name, var in self.hk_variables.items():
             if "source" in var:

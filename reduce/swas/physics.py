@@ -1,5 +1,6 @@
-"""SWAS constants, the Planck radiation temperature J(T), the four bands and
-channel <-> IF <-> sky-frequency conversions (ICD §1 forward model).
+"""SWAS constants, the Planck radiation temperature J(T), the four bands and the
+channel <-> IF dispersion (ICD §1 forward model); shared by the kernels of every step.
+A channel c of a band sees sky frequency LO + f_IF(c) (USB) or LO - f_IF(c) (LSB).
 
 All frequencies are in Hz, velocities in km/s, temperatures in K. A channel
 is an AOS channel 0..724 of one receiver half; the dispersion is
@@ -105,26 +106,3 @@ def planck_j(temperature, nu):
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         j = t0 / np.expm1(t0 / t)
     return np.where(t == 0.0, 0.0, np.where(t < 0.0, np.nan, j))
-
-
-def _check_sideband(sideband):
-    if sideband not in SIDEBANDS:
-        raise ValueError(f"sideband must be one of {SIDEBANDS}, got {sideband!r}")
-    return 1.0 if sideband == "USB" else -1.0
-
-
-def sky_freq(channel, dispersion, lo, sideband):
-    """Sky frequency [Hz] of channel(s): LO + f_IF (USB) or LO - f_IF (LSB)."""
-    sign = _check_sideband(sideband)
-    return lo + sign * dispersion.if_freq(channel)
-
-
-def channel_of_sky(freq, dispersion, lo, sideband):
-    """Fractional channel where sky frequency(ies) `freq` [Hz] land in `sideband`."""
-    sign = _check_sideband(sideband)
-    return dispersion.channel(sign * (np.asarray(freq, dtype=float) - lo))
-
-
-def doppler_freq(rest_freq, v_kms):
-    """Observed frequency [Hz] of a line at rest_freq for velocity v (km/s, + receding): nu0 (1 - v/c)."""
-    return rest_freq * (1.0 - np.asarray(v_kms, dtype=float) / C_KMS)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time as _time
 import uuid
 from dataclasses import dataclass, field
@@ -31,17 +29,19 @@ import xarray as xr
 
 from reduce import __version__
 from reduce.errors import CalibrationError
-from reduce.swas import check as S_check
-from reduce.swas import coadd as S_coadd
-from reduce.swas import pairing as K_pair
-from reduce.swas.calibration import CalStepParams, calibrate, plan_tsys
-from reduce.swas.check import SCANTYPES, CheckParams, check, check_segment, describe_flags
-from reduce.swas.coadd import HALF_BANDS, CoaddStepParams, coadd, plan_groups
-from reduce.swas.doppler import sc_los_velocity
-from reduce.swas.flag import FlagStepParams, flag, flag_statistics
-from reduce.swas.flagging import expected_sigma
-from reduce.swas.pair import PairStepParams, pair, plan_pairs
+from reduce.swas.kernels import check as S_check
+from reduce.swas.kernels import coadd as S_coadd
+from reduce.swas.kernels import pair as K_pair
+from reduce.swas.kernels.calibrate import CalStepParams, plan_tsys
+from reduce.swas.kernels.check import SCANTYPES, CheckParams, check_segment, describe_flags
+from reduce.swas.kernels.coadd import HALF_BANDS, CoaddStepParams, plan_groups
+from reduce.swas.kernels.doppler import sc_los_velocity
+from reduce.swas.kernels.flag import FlagStepParams, expected_sigma, flag_statistics
+from reduce.swas.kernels.pair import PairStepParams, plan_pairs
 from reduce.swas.physics import BANDS_BY_NAME, C_KMS, EDGE_CHANNELS
+from reduce.swas.steps import calibrate, check, coadd, flag, pair
+
+from reduce.runner import Pipeline, TableSpec, Unit, UnitResult, hash_strings, open_table, run
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ COADD_UNITS = {"dlam": "arcmin", "dbet": "arcmin", "on_time": "s", "time_start":
 
 
 def _provenance(step, params):
-    return f"{step}: skyreduce {__version__} reduce.swas.{step} {params!r}"
+    return f"{step}: skyreduce {__version__} reduce.swas.steps.{step} {params!r}"
 
 
 def load_metadata(ds):
@@ -258,13 +258,15 @@ def _batches(segs, chunk, batch_scans):
     return batches
 
 
-def plan_segments(ds, params=Params(), *, only=None):
+def plan_segments(ds, params=Params(), *, only=None, row0=0):
     """Plan every segment of the store Dataset `ds` (eager, metadata only).
 
     Returns a Plan: the reducible segments with their index plans, batches, the
     per-scan checking flags (time,) and a SegmentReport for each segment excluded
     (special mode) or failed at planning (bad header, no ON, no CAL, no COMB, no ZERO,
-    every scan flagged). `only`: optional set of segment ids to plan.
+    every scan flagged). `only`: optional set of segment ids to plan. `row0`: the store row of
+    ds's first scan when `ds` is a cut-out of the store (one unit of work); the plan's rows are
+    relative to `ds`.
     """
     m = load_metadata(ds)
     n_time = m["time"].size
@@ -275,7 +277,8 @@ def plan_segments(ds, params=Params(), *, only=None):
         if only is not None and seg not in only:
             continue
         obj, mode = str(m["object"][i]), str(m["obsmode"][i])
-        r0, r1 = int(m["first_scan"][i]), int(m["first_scan"][i] + m["nscans"][i])
+        r0 = int(m["first_scan"][i]) - row0
+        r1 = r0 + int(m["nscans"][i])
         fail = lambda why, st="failed": reports.__setitem__(  # noqa: E731
             seg, SegmentReport(seg, obj, st, why, mode))
         if r1 > n_time or r0 < 0 or np.any(m["segment_id"][r0:r1] != seg):
@@ -336,7 +339,7 @@ def plan_segments(ds, params=Params(), *, only=None):
             dilate=dil, pos=pos, groups=groups, tsys=tsys, tsys_err=tsys_err,
             scan_flag_text=describe_flags(flags), note=note))
     if segs:  # v_geo (astropy ephemeris) at the start and end of every segment, one vectorised call
-        from reduce.swas.doppler import geo_lsrk_velocity
+        from reduce.swas.kernels.doppler import geo_lsrk_velocity
         tt = np.array([[sp.t_on.min(), sp.t_on.max() + 1e-3] for sp in segs])
         vv = geo_lsrk_velocity(tt.ravel(), np.repeat([sp.ra for sp in segs], 2),
                                np.repeat([sp.dec for sp in segs], 2)).reshape(-1, 2)
@@ -360,8 +363,8 @@ def _open(store_or_ds):
     return Store(store_or_ds).open_group(), str(store_or_ds)
 
 
-def _build(ds, params, only=None):
-    plan = plan_segments(ds, params, only=only)
+def _build(ds, params, only=None, row0=0):
+    plan = plan_segments(ds, params, only=only, row0=row0)
     ds1 = check(ds, plan)
     pairs = flag(pair(ds1, plan), plan)
     co = coadd(pairs, plan)
@@ -395,13 +398,14 @@ def build_level1(store_or_ds, *, params=None):
     return level1, sorted(reports, key=lambda r: r.segment)
 
 
-# ----------------------------------------------------------------------------- running
+# ----------------------------------------------------------------------------- computing
 
 PAIR_OUT = ("flag490", "flag550", "flagstat490", "flagstat550", "off_index", "on_index", "pair_time", "v_sc",
             "sigma", "pair_position")
 SEG_OUT = ("reason490", "reason550", "disp490", "disp550", "comb_rms490", "comb_rms550", "comb_nlines490",
            "comb_nlines550", "comb_resid490", "comb_resid550", "profile490", "profile550",
            "tsys", "tsys_err", "taos_ref", "seg_object")
+MAX_OFFS = 4   # OFF scans averaged per ON at most (MAP: the nearest 3)
 
 
 def _batch_views(plan, pairs, level1):
@@ -419,17 +423,8 @@ def _batch_views(plan, pairs, level1):
     return views
 
 
-def _compute_views(views, client):
-    """Compute each batch's views; returns list of (result or None, error text)."""
-    if client is not None:
-        futures = client.compute([list(v) for v in views])
-        out = []
-        for f in futures:
-            try:
-                out.append((f.result(), ""))
-            except Exception as e:  # noqa: BLE001
-                out.append((None, f"{type(e).__name__}: {e}"))
-        return out
+def _compute_views(views):
+    """Compute each batch's views (current dask scheduler); list of (result or None, error text)."""
     try:
         return [(list(r), "") for r in dask.compute(*[list(v) for v in views])]
     except Exception:  # noqa: BLE001 - find which batches fail
@@ -442,17 +437,19 @@ def _compute_views(views, client):
         return out
 
 
-def compute_level1(store_or_ds, *, params=None, client=None):
-    """Compute the pipeline with failure isolation.
+def compute_level1(store_or_ds, *, params=None, row0=0):
+    """Compute the level-1 steps over `store_or_ds` with failure isolation (in memory).
 
-    Returns (level1 Dataset (numpy, failed or empty coadds removed), pairs Dataset (computed
-    per-pair flags/stats and per-segment calibration of the reduced batches), reports, plan).
+    This is what the runner does for each unit of work (a cut-out of the store, `row0` its
+    first store row); on a whole small store it is the notebook way to look at everything.
+    Returns (level1 Dataset (numpy, failed or empty coadds removed), intermediate products
+    {"pairs", "segments", "scan_flag", "scantype", "plan", "flag_statistics"}, reports).
     A batch that fails (e.g. an unreadable chunk) is recomputed segment by segment; a
     segment that still fails is reported with the error."""
     params = params or Params()
     ds, path = _open(store_or_ds)
-    plan, ds1, pairs, level1 = _build(ds, params)
-    results = _compute_views(_batch_views(plan, pairs, level1), client)
+    plan, ds1, pairs, level1 = _build(ds, params, row0=row0)
+    results = _compute_views(_batch_views(plan, pairs, level1))
     pieces, reports = [], dict(plan.reports)
     for b, (res, err) in zip(plan.batches, results):
         if res is not None:
@@ -464,8 +461,8 @@ def compute_level1(store_or_ds, *, params=None, client=None):
                                                 f"AOS data could not be read or reduced: {err}", sp.obsmode)
             continue
         for sp in b.segs:  # retry alone
-            p1, _, pr1, l1 = _build(ds, params, only={sp.segment})
-            (res1, err1), = _compute_views(_batch_views(p1, pr1, l1), client) or [(None, "not planned")]
+            p1, _, pr1, l1 = _build(ds, params, only={sp.segment}, row0=row0)
+            (res1, err1), = _compute_views(_batch_views(p1, pr1, l1)) or [(None, "not planned")]
             if res1 is None:
                 reports[sp.segment] = SegmentReport(sp.segment, sp.object, "failed",
                                                     f"AOS data could not be read or reduced: {err1}", sp.obsmode)
@@ -513,125 +510,204 @@ def compute_level1(store_or_ds, *, params=None, client=None):
     return out, inter, sorted(reports.values(), key=lambda r: r.segment)
 
 
-@dataclass
-class Summary:
-    """Result of reduce_swas: exit_code 0 (all reduced or excluded) or 1 (some failed)."""
+# ----------------------------------------------------------------------------- on the runner
 
-    store: str
-    out: str
-    reports: list
-    n_coadds: int
-    products: list
-    seconds: float
-    level1_location: str = ""
-
-    @property
-    def exit_code(self):
-        return 1 if any(r.status == "failed" for r in self.reports) else 0
-
-    def text(self):
-        ok = sum(r.status == "ok" for r in self.reports)
-        failed = [r for r in self.reports if r.status == "failed"]
-        excl = sum(r.status == "excluded" for r in self.reports)
-        s = (f"SWAS reduction of {self.store}: {ok} segments reduced into {self.n_coadds} coadds, "
-             f"{len(self.products)} product files in {self.out}, {excl} excluded (special modes), "
-             f"{len(failed)} not reduced in {self.seconds:.1f} s")
-        if failed:
-            s += " (" + "; ".join(f"s{r.segment}: {r.reason[:120]}" for r in failed) + ")"
-        return s + f"; intermediate products in {self.level1_location}; log {Path(self.out) / 'reduction.log'}."
+TABLES = (TableSpec("coadds", "swas_level1", "level1/coadds"),
+          TableSpec("pairs", "swas_level1", "level1/pairs"),
+          TableSpec("segments", "swas_level1", "level1/segments"),
+          TableSpec("scans", "swas_level1", "level1/scans"))
+UNIT_SEG_VARS = ("segment", "first_scan", "nscans", "sha256", "object", "obsmode")
 
 
-def _encode(ds):
-    """Make a Dataset writable to zarr v3: str arrays to object-free fixed strings."""
-    out = ds.copy()
-    for name, v in list(out.variables.items()):
-        if v.dtype.kind in ("U", "O", "T"):
-            out[name] = v.copy(data=np.asarray(v.values, dtype=str).astype(object))
+def _columns(ds, names=None):
+    """{variable: numpy} of a computed Dataset (dims as stored, strings as str)."""
+    out = {}
+    for name in names or ds.variables:
+        if name not in ds.variables:
+            continue
+        v = ds[name]
+        values = np.asarray(v.values)
+        if values.dtype.kind in ("U", "O", "T"):
+            values = values.astype(object).astype(str)
+        out[name] = values
     return out
 
 
-def write_intermediate(store_path, level1, inter, *, wait=60.0):
-    """Write group ``level1`` (subgroups coadds, pairs, segments, scans) into the SWAS store
-    while holding the store's write lock; the new group replaces the old one atomically
-    (written under a temporary name, then renamed). Returns the group path."""
-    from reduce.io.store import StoreWriter
-    from reduce.schemas import load_schema, validate_group
-    store_path = Path(store_path)
-    with StoreWriter(store_path, "swas_store", wait=wait) as w:
-        tmp = f"level1.tmp-{uuid.uuid4().hex[:8]}"
-        parts = {"coadds": level1, "pairs": inter["pairs"], "segments": inter["segments"],
-                 "scans": xr.Dataset({"scan_flag": ("time", inter["scan_flag"], {
-                     "flag_masks": list(S_check.SCAN_FLAGS.values()),
-                     "flag_meanings": " ".join(S_check.SCAN_FLAGS)})})}
-        for name, part in parts.items():
-            if part is None:
-                continue
-            part = _encode(part)
-            validate_group(part, load_schema("swas_level1"), f"level1/{name}", check_chunks=False)
-            part.attrs = {k: (json.dumps(v) if not isinstance(v, (str, int, float)) else v)
-                          for k, v in part.attrs.items()}
-            for v in part.variables.values():
-                v.encoding = {}
-            part.to_zarr(store_path, group=f"{tmp}/{name}", mode="w", consolidated=False, zarr_format=3)
-        final = store_path / "level1"
-        trash = store_path / f".level1.old-{uuid.uuid4().hex[:8]}"
-        if final.exists():
-            os.replace(final, trash)
-        os.replace(store_path / tmp, final)
-        if trash.exists():
-            shutil.rmtree(trash, ignore_errors=True)
-        w.consolidate()
-    return str(final)
+def _pairs_rows(pairs, row0):
+    if pairs is None:
+        return None
+    rows = _columns(pairs, PAIR_OUT + ("pair_segment",))
+    on = rows["on_index"].astype(np.int64)
+    rows["on_index"] = on + row0
+    off = rows["off_index"].astype(np.int64)
+    if off.shape[1] > MAX_OFFS:
+        raise ValueError(f"{off.shape[1]} OFF scans per ON pair; the store layout holds {MAX_OFFS}")
+    off = np.where(off >= 0, off + row0, -1)
+    rows["off_index"] = np.pad(off, ((0, 0), (0, MAX_OFFS - off.shape[1])), constant_values=-1)
+    return rows
 
 
-def _log_text(summary, params, inter, level1):
-    lines = [f"skyreduce {__version__} SWAS level-0.5 -> level-1 reduction",
-             f"store: {summary.store}", f"output: {summary.out}",
-             f"run: {_time.strftime('%Y-%m-%dT%H:%M:%SZ', _time.gmtime())}, {summary.seconds:.1f} s", "",
-             "steps and parameters:"]
-    lines += [f"  {h}" for h in level1.attrs.get("history", [])]
-    lines += ["", "segments:"] + [f"  {r.line()}" + (f" [scan flags: {r.scan_flags}]" if r.scan_flags else "")
-                                   for r in summary.reports]
-    lines += ["", "flag statistics (pairs flagged / tested, per criterion and receiver):"]
-    for seg, halves in sorted(inter["flag_statistics"].items()):
-        for h, d in halves.items():
-            lines.append(f"  s{seg} {h} GHz: " + ", ".join(f"{c} {v[1]}/{v[0]}" for c, v in d.items()))
-    lines += ["", summary.text(), ""]
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class SwasLevel1(Pipeline):
+    """SWAS level-0.5 -> level-1 on the runner: a unit is a batch of segments (<= Params.batch_scans
+    scans) starting in one store chunk; its coadds, pairs, segment calibration and scan flags go to
+    the store group ``level1`` and its FITS products under OUT/<target>/."""
+
+    params: Params = Params()
+    name = "swas_level1"
+    store_schema = "swas_store"
+
+    def tables(self):
+        return list(TABLES)
+
+    def table_attrs(self, store):
+        plan_prov = [_provenance(s, p) for s, p in (("check", self.params.check), ("pair", self.params.pair),
+                                                     ("flag", self.params.flag), ("coadd", self.params.coadd),
+                                                     ("calibrate", self.params.cal))]
+        common = {"software": f"skyreduce {__version__}", "history": json.dumps(plan_prov)}
+        return {"coadds": {**common, "edge_note": "edge_channels = 25 + largest integer shift + 3",
+                           "axis_note": S_coadd.__doc__.split("Axis:")[1].strip().replace("\n", " ")},
+                "pairs": {**common, "criteria": json.dumps(list(self.params.flag.kernel.criteria))},
+                "segments": common,
+                "scans": {**common, "flag_meanings": " ".join(S_check.SCAN_FLAGS)}}
+
+    def units(self, store, client=None):
+        from reduce.io.store import Store
+        root = Store(store).open_group()
+        seg = {k: np.asarray(v) for k, v in zip(UNIT_SEG_VARS, dask.compute(*[root[k].data for k in UNIT_SEG_VARS]))}
+        chunk = int(root["aos490"].data.chunks[0][0]) if root.sizes["time"] else 1
+        order = np.argsort(seg["first_scan"], kind="stable")
+        groups, cur = [], []
+        for i in order:
+            a, n = int(seg["first_scan"][i]), int(seg["nscans"][i])
+            if cur:
+                a0 = int(seg["first_scan"][cur[0]])
+                if a // chunk != a0 // chunk or a + n - a0 > self.params.batch_scans:
+                    groups.append(cur)
+                    cur = []
+            cur.append(int(i))
+        if cur:
+            groups.append(cur)
+        units = []
+        for g in groups:
+            a = int(min(seg["first_scan"][i] for i in g))
+            b = int(max(seg["first_scan"][i] + seg["nscans"][i] for i in g))
+            ids = [int(seg["segment"][i]) for i in g]
+            h = hash_strings([f"{int(seg['segment'][i])}:{int(seg['first_scan'][i])}:{int(seg['nscans'][i])}:"
+                              f"{seg['sha256'][i]}" for i in g])
+            label = f"s{ids[0]:07d}" + (f"..s{ids[-1]:07d}" if len(ids) > 1 else "")
+            units.append(Unit(f"s{ids[0]:07d}", label, h, {"rows": [a, b], "segments": g}))
+        return units
+
+    def _cut(self, store, unit):
+        a, b = unit.info["rows"]
+        return _open_root(str(store)).isel(time=slice(a, b), segment=unit.info["segments"]), a, b
+
+    def size_unit(self, store, unit):
+        ds, a, b = self._cut(store, unit)
+        plan = plan_segments(ds, self.params, row0=a)
+        return {"coadds": len(plan.coadd_rows()), "pairs": int(sum(sp.on.size for sp in plan.segs)),
+                "segments": len(plan.segs), "scans": b - a}
+
+    def compute_unit(self, store, unit):
+        ds, a, b = self._cut(store, unit)
+        level1, inter, reports = compute_level1(ds, params=self.params, row0=a)
+        if "ta" in level1:
+            level1 = level1.transpose("coadd", "channel", ...)
+        rows = {"coadds": _columns(level1),
+                "scans": {"scan_flag": inter["scan_flag"].astype(np.int32), "scan_row": np.arange(a, b, dtype=np.int64)}}
+        if inter["pairs"] is not None:
+            rows["pairs"] = _pairs_rows(inter["pairs"], a)
+            rows["segments"] = _columns(inter["segments"], SEG_OUT + ("seg_segment",))
+        status = {r.status for r in reports}
+        counts = {"segments reduced": sum(r.status == "ok" for r in reports),
+                  "segments failed": sum(r.status == "failed" for r in reports),
+                  "segments excluded": sum(r.status == "excluded" for r in reports),
+                  "coadds": int(level1.sizes["coadd"]), "scans": b - a}
+        log_lines = [r.line() + (f" [scan flags: {r.scan_flags}]" if r.scan_flags else "") for r in reports]
+        for seg, halves in sorted(inter["flag_statistics"].items()):
+            for h, d in halves.items():
+                log_lines.append(f"  s{seg} {h} GHz flags: " + ", ".join(f"{c} {v[1]}/{v[0]}" for c, v in d.items()))
+        attrs = {k: v for k, v in level1.attrs.items()}
+        attrs["store"] = str(store)
+        result = UnitResult(status="excluded" if status == {"excluded"} else "done",
+                            reason="; ".join(r.reason for r in reports) if status == {"excluded"} else "",
+                            rows=rows, counts=counts, problems=[r.line() for r in reports if r.status == "failed"],
+                            log=log_lines, context={"attrs": attrs})
+        return result
+
+    def export_unit(self, store, out, unit, result, slots):
+        from reduce.swas.export import write_products
+        n = int(result.counts["coadds"])
+        if n == 0:
+            return 0, []
+        start = slots["coadds"][0]
+        from reduce.io.store import _quiet_zarr
+        with _quiet_zarr():
+            co = xr.open_zarr(store, group="level1/coadds", consolidated=False, chunks=None)
+        co = co.isel(coadd=slice(start, start + n)).load()
+        co.attrs = dict(result.context["attrs"])
+        failures = []
+        files = write_products(co, out, log=log, failures=failures, top_index=False)
+        return len(files), [f"s{seg}: export failed: {why}" for seg, why in failures]
+
+    def describe(self, summary):
+        c = summary.counts
+        return [f"  segments: {c.get('segments reduced', 0)} reduced, {c.get('segments excluded', 0)} excluded "
+                f"(special modes), {c.get('segments failed', 0)} not reduced",
+                f"  coadds: {c.get('coadds', 0)}; targets: {c.get('targets', 0)}; product files: {summary.files}"]
+
+    def finish(self, store, out, records, summary):
+        from reduce.swas.targets import read_target_index, write_top_index
+        if read_target_index(out):
+            write_top_index(out)
+        summary.counts["targets"] = len(read_target_index(out))
+        summary.lines = self.describe(summary)
+        lines = [f"skyreduce {__version__} SWAS level-0.5 -> level-1 reduction", f"store: {store}",
+                 f"output: {out}", f"run: {_time.strftime('%Y-%m-%dT%H:%M:%SZ', _time.gmtime())}", "",
+                 "steps and parameters:"]
+        lines += [f"  {h}" for h in json.loads(self.table_attrs(store)["coadds"]["history"])]
+        lines += ["", "units (segments, flag statistics: pairs flagged / tested per criterion and receiver):"]
+        for rec in records:
+            lines.append(f"unit {rec['label']}: {rec['status']}" + (f": {rec['reason']}" if rec["reason"] else ""))
+            lines += [f"  {x}" for x in rec.get("log", [])]
+        lines += ["", summary.text(max_problems=10 ** 9), ""]
+        from reduce.io.store import atomic_write_text
+        atomic_write_text(Path(out) / "reduction.log", "\n".join(lines))
 
 
-def reduce_swas(store, out, *, client=None, progress=False, report=print, params=None):
-    """Reduce a SWAS store to level 1: compute, keep intermediate products in the store
-    (group ``level1``), export the FITS products and write ``out/reduction.log``."""
-    t0 = _time.perf_counter()
-    params = params or Params()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if progress:
-        report(f"reducing {store} ...")
-    level1, inter, reports = compute_level1(store, params=params, client=client)
-    for r in reports:
-        if r.status != "ok" or progress:
-            report(r.line())
-    location = ""
-    if inter["pairs"] is not None:
-        try:
-            location = write_intermediate(store, level1, inter) + " (zarr group)"
-        except Exception as e:  # noqa: BLE001 - products still go out
-            report(f"intermediate products not written into the store: {type(e).__name__}: {e}")
-    products = []
-    try:
-        from reduce.swas import export as _export
-    except ImportError:
-        _export = None
-    if _export is not None and level1.sizes["coadd"]:
-        products = list(_export.write_products(level1, out, log=report) or [])
-    summary = Summary(str(store), str(out), reports, int(level1.sizes["coadd"]), products,
-                      _time.perf_counter() - t0, location)
-    from reduce.io.store import atomic_write_text
-    atomic_write_text(out / "reduction.log", _log_text(summary, params, inter, level1))
-    return summary
+_ROOTS = {}
 
 
-__all__ = ["Params", "SegmentReport", "Summary", "plan_segments", "build_level1", "compute_level1",
-           "reduce_swas", "write_intermediate"]
+def open_store(store):
+    """The SWAS level-0.5 store's root group: lazy (dask), cut to the last commit, validated."""
+    from reduce.io.store import Store
+    return Store(store).open_group()
+
+
+def _open_root(store):
+    """The store's root group (lazy), opened once per process and store commit."""
+    from reduce.io.store import Store
+    state = (Path(store) / ".skyreduce" / "state.json").stat().st_mtime_ns
+    key = (store, state)
+    if key not in _ROOTS:
+        _ROOTS.clear()
+        _ROOTS[key] = Store(store).open_group()
+    return _ROOTS[key]
+
+
+def open_level1(store, table="coadds"):
+    """A level-1 table of the store (``coadds``, ``pairs``, ``segments``, ``scans``), written rows only, lazy."""
+    spec = {t.name: t for t in TABLES}[table]
+    return open_table(store, spec)
+
+
+def reduce_swas(store, out, *, client=None, progress=False, report=print, params=None, redo=False,
+                redo_failed=False, wait=0.0):
+    """Reduce a SWAS store to level 1 on the runner (see reduce.runner): returns a RunSummary."""
+    return run(SwasLevel1(params or Params()), store, out, client=client, progress=progress, report=report,
+               redo=redo, redo_failed=redo_failed, wait=wait)
+
+
+__all__ = ["Params", "SegmentReport", "SwasLevel1", "open_store", "plan_segments", "build_level1",
+           "compute_level1", "reduce_swas", "open_level1"]

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 from reduce.errors import ReduceError
+from reduce.io.atomic import atomic_write_bytes
 
 INDEX_NAME = "target.json"  #: per-folder record of the original target name
 TOP_INDEX_NAME = "targets.tsv"  #: folder<TAB>object for every target folder under the output folder
@@ -82,16 +82,7 @@ def target_folder(name: str) -> str:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(path, data, fsync=True)
 
 
 def _index_bytes(name: str, folder: str) -> bytes:

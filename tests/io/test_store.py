@@ -40,6 +40,35 @@ def test_fixed_coordinates_are_written(tmp_path):
     np.testing.assert_array_equal(ds.receiver.values, [490, 550])
 
 
+def test_swas_housekeeping_has_its_own_time_axis(tmp_path):
+    with StoreWriter(tmp_path / "s.zarr", "swas_store"):
+        pass
+    hk = Store(tmp_path / "s.zarr").open_group("hk")
+    assert dict(hk.sizes) == {"hk_time": 0} and "hk_time" in hk.indexes and "time" not in hk.variables
+    assert Store(tmp_path / "s.zarr").read_state()["lengths"] == {"time": 0, "segment": 0, "hk/hk_time": 0}
+
+
+@pytest.mark.parametrize("version, message", [
+    (1, r"s.zarr is a swas_store store of schema version 1; this skyreduce \S+ reads version 2 "
+        r"\(version 2: group hk: dimension and coordinate 'time' renamed 'hk_time' .*\): "
+        r"ingest the raw files again into a new store$"),
+    (3, r"s.zarr is a swas_store store of schema version 3, newer than the version 2 this skyreduce \S+ "
+        r"reads: upgrade skyreduce$"),
+])
+def test_store_of_another_schema_version_is_refused_readably(tmp_path, version, message):
+    path = tmp_path / "s.zarr"
+    with StoreWriter(path, "swas_store"):
+        pass
+    state = json.loads((path / ".skyreduce" / "state.json").read_text())
+    (path / ".skyreduce" / "state.json").write_text(json.dumps({**state, "schema_version": version}))
+    for group in ("", "hk"):
+        with pytest.raises(SchemaError, match=message):
+            Store(path).open_group(group)
+    with pytest.raises(SchemaError, match=message):
+        StoreWriter(path, "swas_store").__enter__()
+    Store(path).open_group("hk", validate=False)  # raw access stays possible
+
+
 def test_validation_names_the_variable_and_problem(tmp_path):
     with StoreWriter(tmp_path / "s.zarr", "swas_store"):
         pass

@@ -1,4 +1,6 @@
-"""SSC-style MIPS BCD FITS export: names, headers, fitsverify, WCS vs wcstools, round trip."""
+"""SSC-style MIPS BCD FITS export: names, headers, fitsverify, WCS vs wcstools, round trip,
+the hand-written FITS bytes against astropy.io.fits."""
+import io
 import json
 import re
 import subprocess
@@ -13,12 +15,12 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from conftest import require_tool
+from conftest import HalfThenDiskFull, require_tool
 from reduce.errors import CalibrationError
 from reduce.mips import bcd_export as bx
 from reduce.mips import bcd_reader as br
 from reduce.mips.calib import load_calibration
-from reduce.mips.wcs import make_wcs
+from reduce.mips.kernels.wcs import wcs_header
 from reduce.simulate.mips_cal import write_calibration
 
 MASK_BITS = {"dead": 1, "hot": 2, "noisy": 4, "no_flat": 8, "saturated": 16, "cosmic_ray": 32,
@@ -36,6 +38,11 @@ def cals(tmp_path_factory):
     root = tmp_path_factory.mktemp("mipscal")
     write_calibration(root)
     return {c: load_calibration(root / "cal", c) for c in CHANNELS}
+
+
+def make_wcs(distortion, ra_ref, dec_ref, pa_ref):
+    """The DCE's WCS as an astropy object (reduce.mips.kernels.wcs: ``WCS(wcs_header(...))``)."""
+    return WCS(wcs_header(distortion, ra_ref, dec_ref, pa_ref), relax=True)
 
 
 def make_bcd(cal, *, status=("ok", "ok", "too few reads (3 < 4)", "ok"), seed=1):
@@ -247,7 +254,7 @@ def test_round_trip_through_reader(exported, cals, chnl):
         np.testing.assert_array_equal(b.mask, ds.mask.values[k])
         assert b.mask.dtype == np.int16                                    # like the real _bimsk
         assert bx.mask_names(b.mask_bits) == MASK_BITS                    # BITnn legend
-        # the WCS is the one of reduce.mips.wcs for this DCE's pointing
+        # the WCS is the one of reduce.mips.kernels.wcs for this DCE's pointing
         ref = make_wcs(cal.distortion, float(ds.ra_ref[k]), float(ds.dec_ref[k]),
                        float(ds.pa_ref[k]))
         ny, nx = cal.shape
@@ -323,21 +330,8 @@ def test_rewrite_is_byte_identical_and_atomic(cals, tmp_path, monkeypatch):
         assert len(pa.read_bytes()) == len(pb.read_bytes())
     # a failing write leaves the earlier file and no temporary behind
     before = {p.name: p.read_bytes() for p in b}
-    class DiskFull:
-        def __init__(self, path, mode):
-            self.fh = open(path, mode)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.fh.close()
-
-        def write(self, content):
-            self.fh.write(content[:len(content) // 2])        # half a file, then the disk is full
-            raise OSError("disk full")
-
-    monkeypatch.setattr(bx, "open", DiskFull, raising=False)
+    import reduce.io.atomic
+    monkeypatch.setattr(reduce.io.atomic, "open", HalfThenDiskFull, raising=False)
     with pytest.raises(OSError, match="disk full"):
         bx.write_bcd_files(ds, tmp_path / "b", calibration=cal, version=VERSION,
                            mask_bits=MASK_BITS)
@@ -423,3 +417,148 @@ def test_history_cards_join_back_to_the_line():
             cards = bx._history(line)
             assert all(len(c) == 80 and c.startswith("HISTORY ") for c in cards)
             assert "".join(fits.Card.fromstring(c).value for c in cards) == line
+
+
+# ---------------------------------------------------------------- the hand-written bytes vs astropy
+# bcd_export serialises the FITS files itself (benchmarks/bench_bcd_export.py: astropy.io.fits
+# would be most of the export's time); these tests hold every file it writes to what astropy
+# writes for the same HDUs.
+@pytest.fixture(scope="module")
+def written_hdus(cals, tmp_path_factory):
+    """[(path, [bx.Hdu]: what the exporter serialised into it)] for every file of every array
+    (skipped DCEs, a lazy input) and of a mask that needs the unsigned convention (bit 15)."""
+    seen = []
+    original = bx._write_file
+
+    def spy(hdus, path):
+        seen.append((path, hdus))
+        return original(hdus, path)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bx, "_write_file", spy)
+        for c in CHANNELS:
+            ds = make_bcd(cals[c])
+            bx.write_bcd_files(ds.chunk({"dce": 2}) if c == 2 else ds, tmp_path_factory.mktemp(f"ap{c}"),
+                               calibration=cals[c], version=VERSION, mask_bits=MASK_BITS)
+        ds = make_bcd(cals[3], status=("ok",))
+        ds["mask"].values[0, 0, :] |= 1 << 15
+        bx.write_bcd_files(ds, tmp_path_factory.mktemp("ap16"), calibration=cals[3], version=VERSION,
+                           mask_bits=dict(MASK_BITS, latent=1 << 15))
+    assert len(seen) == 3 * 4 + 2 * 3 * 3 + 3
+    return seen
+
+
+def astropy_hdus(hdus):
+    """The same HDUs built with astropy: each header (structural cards, cards, DATASUM in its
+    place) card by card from (keyword, value, comment), the same data array; astropy then sets
+    the structure from the data itself (BITPIX, NAXISn, BSCALE/BZERO, EXTEND)."""
+    out = []
+    for h in hdus:
+        head, tail, _ = bx.structure(h)
+        cards = [fits.Card.fromstring(c) for c in head + bx.with_datasum(h.cards, 0) + tail]
+        header = fits.Header([fits.Card(c.keyword, c.value, c.comment) for c in cards])
+        out.append(fits.PrimaryHDU(h.data, header) if h.primary else fits.ImageHDU(h.data, header))
+    return fits.HDUList(out)
+
+
+def astropy_bytes(hdus):
+    """What ``HDUList.writeto(checksum=True)`` writes for ``hdus`` (verified, no warnings)."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        astropy_hdus(hdus).writeto(buf, checksum=True, output_verify="exception")
+    return buf.getvalue()
+
+
+def split_hdus(raw):
+    """[(header card images up to END, data unit bytes with padding)] of a FITS file."""
+    out, i = [], 0
+    while i < len(raw):
+        start = i
+        while raw[i:i + 80][:8] != b"END     ":
+            i += 80
+        i += 80
+        cards = [raw[k:k + 80] for k in range(start, i, 80)]
+        assert raw[i:i - i % 2880 + 2880 * bool(i % 2880)].strip(b" ") == b""    # header padding
+        i += -i % 2880
+        h = fits.Header.fromstring(b"".join(cards).decode("ascii"))
+        n = abs(h["BITPIX"]) // 8 * int(np.prod([h[f"NAXIS{k + 1}"] for k in range(h["NAXIS"])]))
+        n = n + -n % 2880 if h["NAXIS"] else 0
+        out.append((cards, raw[i:i + n]))
+        i += n
+    assert i == len(raw)
+    return out
+
+
+def without_checksum(raw):
+    """astropy's file without the CHECKSUM card it adds (ours carry DATASUM only, so that a
+    re-export differs only in DATE) and with our DATASUM comment (astropy's has a time stamp)."""
+    parts = []
+    for cards, data in split_hdus(raw):
+        keep = []
+        for c in cards:
+            if c.startswith(b"CHECKSUM="):
+                continue
+            if c.startswith(b"DATASUM ="):
+                card = fits.Card.fromstring(c.decode("ascii"))
+                assert card.comment.startswith("data unit checksum")
+                c = fits.Card("DATASUM", card.value, "data unit checksum").image.encode("ascii")
+            keep.append(c)
+        head = b"".join(keep)
+        parts.append(head + b" " * (-len(head) % 2880) + data)
+    return b"".join(parts)
+
+
+def test_files_are_byte_identical_to_astropy_writeto(written_hdus):
+    for path, hdus in written_hdus:
+        ours, theirs = path.read_bytes(), astropy_bytes(hdus)
+        if without_checksum(theirs) != ours:                # say where, card by card
+            for k, ((ca, da), (cb, db)) in enumerate(zip(split_hdus(ours),
+                                                         split_hdus(without_checksum(theirs)))):
+                diff = [(a, b) for a, b in zip(ca, cb) if a != b]
+                assert not diff and len(ca) == len(cb), (path.name, k, diff[:3], len(ca), len(cb))
+                assert da == db, (path.name, k, "data unit")
+            pytest.fail(f"{path.name}: differs from astropy's file")
+        # astropy's own file is ours plus one CHECKSUM card per HDU
+        assert len(split_hdus(theirs)) == len(hdus)
+
+
+def test_astropy_reads_them_with_checksums_same_cards_same_data(written_hdus):
+    for path, hdus in written_hdus:
+        ref = fits.HDUList.fromstring(astropy_bytes(hdus))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")                  # a bad DATASUM is a warning: raise
+            with fits.open(path, checksum=True) as hdul:
+                hdul.verify("exception")
+                assert len(hdul) == len(hdus) == len(ref)
+                for k, (ours, theirs, h) in enumerate(zip(hdul, ref, hdus)):
+                    assert "CHECKSUM" not in ours.header and ours.header["DATASUM"] == theirs.header["DATASUM"]
+                    cards = [(c.keyword, c.value, c.comment) for c in ours.header.cards]
+                    want = [(c.keyword, c.value, "data unit checksum" if c.keyword == "DATASUM" else c.comment)
+                            for c in theirs.header.cards if c.keyword != "CHECKSUM"]
+                    assert cards == want, (path.name, k)
+                    if h.data is None:
+                        assert ours.data is None and theirs.data is None
+                        continue
+                    assert ours.data.dtype.name == theirs.data.dtype.name == h.data.dtype.name
+                    for d in (ours.data, theirs.data):      # bitwise, NaNs included
+                        assert np.ascontiguousarray(d, h.data.dtype).tobytes() == h.data.tobytes(), (path.name, k)
+
+
+def test_astropy_checksum_check_catches_a_corrupt_file(written_hdus, tmp_path):
+    """The verification above has teeth: one flipped bit in a data unit is reported."""
+    for path, _ in written_hdus[:4]:                        # bcd, bunc, bbmsk, bsdr (extensions)
+        raw = bytearray(path.read_bytes())
+        at = 0
+        for cards, data in split_hdus(bytes(raw)):
+            at += len(cards) * 80 + -len(cards) * 80 % 2880
+            if data:
+                raw[at + 5] ^= 0x10                        # in the first data unit
+                break
+            at += len(data)
+        bad = tmp_path / path.name
+        bad.write_bytes(bytes(raw))
+        with pytest.warns(UserWarning, match="[Dd]atasum verification failed"):
+            with fits.open(bad, checksum=True) as hdul:
+                for h in hdul:
+                    h.data                                  # noqa: B018 - read them all

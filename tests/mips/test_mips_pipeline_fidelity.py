@@ -9,12 +9,14 @@ import json
 import dask
 import numpy as np
 import pytest
+from astropy.wcs import WCS
 
 from reduce.mips.calib import load_calibration
-from reduce.mips.ge import GeParams
 from reduce.mips.ingest import ingest_mips
+from reduce.mips.kernels.ramps import GeParams
+from reduce.mips.kernels.wcs import wcs_header
 from reduce.mips.pipeline import BcdParams, assemble, plan_bcd
-from reduce.mips.wcs import make_wcs
+from reduce.mips.steps import fit_ramps
 from reduce.simulate.mips import AorSpec, simulate_mips
 from reduce.simulate.mips_sky import ARCSEC2_SR, Sky, render
 
@@ -24,6 +26,11 @@ PHOT_GE = AorSpec(aorkey=20000002, aot_type="MipsPhot", object="FID2", ra=212.0,
                   start_mjd=53600.05, n_dce=30, exptime_ge=3.0, arrays=(2, 3), pa=30.0)
 SCAN_GE = AorSpec(aorkey=20000003, aot_type="MipsScan", object="FIDSCAN", ra=211.0, dec=-4.0,
                   start_mjd=53600.12, n_dce=30, exptime_ge=4.0, arrays=(2, 3), pa=120.0, overhead=0.3)
+
+
+def make_wcs(distortion, ra, dec, pa):
+    """The DCE's WCS as an astropy object (the header cards the BCD export writes)."""
+    return WCS(wcs_header(distortion, ra, dec, pa), relax=True)
 
 
 class Reduced:
@@ -73,8 +80,7 @@ def reduced(tmp_path_factory):
             keep = ["bcd", "unc", "mask"] + (["slope", "replaced", "difference"] if chnl == 1 else ["responsivity"])
             bcd = ds[keep].compute()
             if chnl > 1:   # the ramp step's intermediate products, for slope and CR truth
-                from reduce.mips import ge
-                ramp = ge.fit_ramps_step(plan.ds, plan.cal, params.ge)
+                ramp = fit_ramps(plan.ds, plan.cal, params.ge)
                 bcd["ramp_rate"] = ramp.rate.compute()
                 bcd["ramp_unc"] = ramp.unc.compute()
                 bcd["cr_reads"] = ramp.cr_reads.compute()

@@ -1,10 +1,11 @@
-"""Ge ramp kernels (reduce.mips.ramps) on small synthetic ramps with known truth."""
+"""Ge ramp kernels (reduce.mips.kernels.ramps) on small synthetic ramps with known truth."""
 
 import numpy as np
 import pytest
 
 from reduce.errors import CalibrationError
-from reduce.mips.ramps import DEFAULT_FLAGS, DT_READ, detect_jumps, fit_ramps, flag_saturation, linearize
+from reduce.mips.bcd import DCE_CODES, mask_bits
+from reduce.mips.kernels.ramps import DEFAULT_FLAGS, DT_READ, GeParams, fit_ramps, fit_ramps_block
 
 COEFFS = np.array([1.0, 2e-6])  # linear DN = d + 2e-6 d^2
 RDNOISE, GAIN, BIAS = 10.0, 7.1, -20000.0
@@ -158,39 +159,81 @@ def test_padding_beyond_nreads_ignored():
         np.testing.assert_array_equal(full["slope"][i], alone["slope"][0])
         assert not full["cr_reads"][i, n:].any()
     assert full["mask"].max() == 0  # zeros in the padding are not read as anything
-    lin = linearize(padded, nreads, COEFFS)
-    assert np.isnan(lin[0, 24:]).all() and np.isfinite(lin[2]).all()
-    assert not flag_saturation(padded, nreads, 32767).any()
+    # nor is a saturated value there: no saturation flag, the same slopes
+    sat_pad = padded.copy()
+    for i, n in enumerate(nreads):
+        sat_pad[i, n:] = 32767
+    high = fit(sat_pad, nreads)
+    assert high["mask"].max() == 0
+    np.testing.assert_array_equal(high["slope"], full["slope"])
 
 
-def test_nonlinearity_round_trip():
+def test_nonlinearity_corrected_in_the_slopes():
+    """Ramps whose raw DN follow the nonlinearity: fitted with the coefficients, the slopes are the
+    linear rate (to the rounding of raw reads to whole DN); fitted as linear they are not."""
     rng = np.random.default_rng(9)
     coeffs = np.stack([np.full((4, 4), 1.0), rng.uniform(1e-6, 5e-6, (4, 4)), np.full((4, 4), 1e-11)])
-    truth = np.linspace(0, 30000, 20)[:, None, None] * np.ones((1, 4, 4))
+    rate = np.linspace(2000.0, 4000.0, 16).reshape(4, 4)                          # linear DN/s
+    truth = rate[None] * DT_READ * np.arange(40)[:, None, None]                  # linear DN, reads 0..39
     d = np.stack([[invert_poly(truth[:, y, x], coeffs[:, y, x]) for x in range(4)] for y in range(4)])
     raw = np.round(BIAS + np.moveaxis(d, -1, 0))[None].astype(np.int16)
-    lin = linearize(raw, 20, coeffs)
-    assert lin.dtype == np.float32
-    # raw reads are rounded to whole DN: 0.5 DN x d(lin)/dd (< 1.4) at most
-    np.testing.assert_allclose(lin[0], truth, atol=0.75)
-    assert np.abs(lin[0] - truth).max() > 0.05  # the rounding really is there (test not vacuous)
+    assert (raw[0, -1] - raw[0, 0]).max() > 15000                                # far into the nonlinear range
+    out = fit_ramps(raw, 40, coeffs=coeffs, satlevel=32767, rdnoise=1.0, gain=GAIN)
+    # raw reads are rounded to whole DN: 0.5 DN x d(lin)/dd (< 1.4) per read at most
+    np.testing.assert_allclose(out["slope"][0], rate, rtol=1e-3)
+    assert out["mask"].max() == 0 and out["ncr"].max() == 0
+    plain = fit_ramps(raw, 40, coeffs=np.array([1.0]), satlevel=32767, rdnoise=1.0, gain=GAIN)
+    assert np.all(plain["slope"][0] < (1 - 3e-3) * rate)                         # the correction matters
 
 
-def test_flag_saturation_at_and_after():
+def test_saturation_at_and_after_the_first_saturated_read():
+    """Reads at and after the first raw read >= SATLEVEL are dropped, even when later ones fall
+    back below it; the padding beyond NREADS is never read."""
     reads = np.zeros((1, 6, 1, 2), np.int16)
     reads[0, :, 0, 0] = [1, 2, 100, 90, 3, 0]
     reads[0, :, 0, 1] = [1, 2, 3, 4, 5, 6]
-    sat = flag_saturation(reads, 5, 100)
-    assert sat[0, :, 0, 0].tolist() == [False, False, True, True, True, False]
-    assert not sat[0, :, 0, 1].any()
+    out = fit_ramps(reads, 5, coeffs=np.array([1.0]), satlevel=100, rdnoise=1.0, gain=GAIN, min_reads=2)
+    f = DEFAULT_FLAGS
+    assert out["mask"][0, 0, 0] == f["saturated"]
+    assert out["slope"][0, 0, 0] == pytest.approx(1.0 / DT_READ, rel=1e-6)       # reads 1, 2 only
+    assert out["mask"][0, 0, 1] == 0
+    assert out["slope"][0, 0, 1] == pytest.approx(1.0 / DT_READ, rel=1e-6)       # reads 1..5, not 6
+    assert not out["cr_reads"].any()
 
 
-def test_detect_jumps_on_linear_input():
+def test_jump_on_linear_ramps():
     rng = np.random.default_rng(10)
     lin = np.cumsum(np.full((2, 32, 4, 4), 13.0), axis=1) + rng.normal(0, 10, (2, 32, 4, 4))
     lin[:, 20:] += 200.0
-    cr = detect_jumps(lin, 32, rdnoise=10.0, gain=GAIN)
+    out = fit_ramps(np.round(BIAS + lin).astype(np.int16), 32, coeffs=np.array([1.0]), satlevel=32767,
+                    rdnoise=10.0, gain=GAIN)
+    cr = out["cr_reads"]
     assert cr[:, 20].all() and cr.sum() == 32
+    assert (out["ncr"] == 1).all() and (out["mask"] == DEFAULT_FLAGS["cr"]).all()
+    assert np.all(np.abs(out["slope"] - 13.0 / DT_READ) < 5 * out["error"])
+
+
+def test_fit_ramps_block_per_calibration_set_and_dce_codes():
+    """The step's task body: one fit per calibration set, skipped DCEs untouched, DCE codes."""
+    rng = np.random.default_rng(14)
+    reads = make_ramps(rng, 4, 24, 4, 4, rate=300.0)
+    reads[2] = 32767                                    # every read saturated
+    calset = np.array([0, 1, 0, 1])
+    skip = np.array([False, False, False, True])
+    bits = mask_bits()
+    cal = dict(nonlin=np.stack([COEFFS, 2 * COEFFS])[:, :, None, None] * np.ones((1, 1, 4, 4)),
+               satlevel=np.array([32767.0, 32767.0]), rdnoise=np.array([RDNOISE, RDNOISE]),
+               gain=np.array([GAIN, GAIN]))
+    slope, err, rmask, ncr, code = fit_ramps_block(reads, np.full(4, 24), calset, skip, p=GeParams(), bits=bits,
+                                                   **cal)
+    for i, k in ((0, 0), (1, 1)):
+        alone = fit_ramps(reads[i:i + 1], 24, coeffs=cal["nonlin"][k], satlevel=32767, rdnoise=RDNOISE, gain=GAIN)
+        np.testing.assert_array_equal(slope[i], alone["slope"][0])
+    assert np.isnan(slope[3]).all() and code[3] == 0 and not rmask[3].any()   # skipped: not computed
+    assert code.tolist() == [0, 0, DCE_CODES["all_saturated"], 0]
+    assert (rmask[2] & bits["saturated"]).all() and (rmask[2] & bits["too_few_reads"]).all()
+    out = fit_ramps_block(reads, np.full(4, 24), calset, skip, p=GeParams(keep_cr_reads=True), bits=bits, **cal)
+    assert len(out) == 6 and out[5].shape == reads.shape
 
 
 def test_inputs_not_mutated_and_leading_dims():

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from reduce.mips.ramps import DT_READ, fit_ramps, flag_saturation, linearize
+from reduce.mips.kernels.ramps import DT_READ, fit_ramps
 from test_ramps import COEFFS, GAIN, RDNOISE, inject, make_ramps
 
 pytest.importorskip("stcal")
@@ -17,6 +17,21 @@ DQFLAGS = {
     "AD_FLOOR": 64, "CHARGELOSS": 128, "UNRELIABLE_ERROR": 256, "NON_SCIENCE": 512,
     "NO_GAIN_VALUE": 2**19, "UNRELIABLE_SLOPE": 2**24, "REFERENCE_PIXEL": 2**31,
 }
+
+
+def linearize(reads, nreads, coeffs):
+    """Linear DN relative to the first read, sum_k C[k-1] d^k with d = read - read0 (the ramp
+    model of ICD §2), NaN beyond nreads: stcal's input, computed independently of our kernel."""
+    d = reads.astype(np.float64) - reads[:, :1]
+    lin = sum(c * d ** (k + 1) for k, c in enumerate(coeffs))
+    valid = np.arange(reads.shape[1])[None, :, None, None] < np.asarray(nreads).reshape(-1, 1, 1, 1)
+    return np.where(valid, lin, np.nan)
+
+
+def flag_saturation(reads, nreads, satlevel):
+    """Bool per read: at and after the first read with raw DN >= satlevel (padding False)."""
+    valid = np.arange(reads.shape[1])[None, :, None, None] < np.asarray(nreads).reshape(-1, 1, 1, 1)
+    return np.logical_or.accumulate((reads >= satlevel) & valid, axis=1) & valid
 
 
 def stcal_layout(reads, nreads, satlevel=32767):

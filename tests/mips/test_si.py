@@ -1,8 +1,13 @@
-"""24 um Si:As kernels on small synthetic frames built from the ICD §2 forward model."""
+"""24 um Si:As kernels (reduce.mips.kernels.si, and the dark, uncertainty, flat and fluxcal
+kernels the 24 um steps use) on small synthetic frames built from the ICD §2 forward model."""
 import numpy as np
 import pytest
 
-from reduce.mips import si
+from reduce.mips.kernels import dark as kdark
+from reduce.mips.kernels import flat as kflat
+from reduce.mips.kernels import fluxcal as kflux
+from reduce.mips.kernels import si
+from reduce.mips.kernels import uncertainty as kunc
 
 NY = NX = 128
 FLUXCONV = 0.0447
@@ -65,7 +70,7 @@ def test_dark_jailbar_droop_removed_below_noise(scene, droop_dark):
     offsets = [6.0, -3.0, 12.0]
     raw = _forward(scene, droop, offsets, droop_dark)
     raw_copy = raw.copy()
-    rate = si.subtract_dark(raw, scene["dark"])
+    rate = kdark.subtract_dark(raw, scene["dark"])
     est = si.jailbar_offsets(rate, flat=scene["flat"])[:, 0]
     np.testing.assert_allclose(est, offsets, atol=0.1 * SIGMA)
     # without the flat the response pattern adds scatter, but the estimate is still close
@@ -81,7 +86,7 @@ def test_dark_jailbar_droop_removed_below_noise(scene, droop_dark):
     assert np.all(np.abs(jail) < 0.1 * SIGMA)        # estimate error ~0.03 sigma expected
     assert 0.95 < resid.std() / SIGMA < 1.05
     # without the corrections the residuals are far above the noise
-    bad = si.subtract_dark(raw, scene["dark"]) - scene["signal"]
+    bad = kdark.subtract_dark(raw, scene["dark"]) - scene["signal"]
     assert np.all(np.abs(bad.mean(axis=(1, 2))) > 10 * SIGMA)
 
 
@@ -122,17 +127,17 @@ def test_jailbar_all_channels_and_per_row():
 
 def test_flat_and_surface_brightness_recover_flux(scene):
     rate = scene["signal"].astype(np.float32)
-    img = si.to_surface_brightness(si.flat_field(rate, scene["flat"]), FLUXCONV)
+    img = kflux.to_surface_brightness(kflat.flat_field(rate, scene["flat"]), FLUXCONV)
     np.testing.assert_allclose(img, scene["flux"], rtol=1e-5)
     bad = scene["flat"].copy()
     bad[0, 0], bad[0, 1] = 0.0, np.nan
-    out = si.flat_field(rate, bad)
+    out = kflat.flat_field(rate, bad)
     assert np.isnan(out[:, 0, :2]).all() and np.isfinite(out[:, 1:, :]).all()
 
 
 def test_cosmic_rays_flagged_stars_not(scene):
     rng = np.random.default_rng(5)
-    rate = si.flat_field((scene["signal"] + scene["noise"]).astype(np.float32), scene["flat"])
+    rate = kflat.flat_field((scene["signal"] + scene["noise"]).astype(np.float32), scene["flat"])
     truth = np.zeros(rate.shape, bool)
     star_xy = [(x0 + k, y0, k) for k in range(3) for x0, y0, _ in scene["stars"]]
     n = 0
@@ -143,7 +148,7 @@ def test_cosmic_rays_flagged_stars_not(scene):
         truth[k, y, x] = True
         rate[k, y, x] += rng.uniform(10, 500) * SIGMA
         n += 1
-    err = si.flat_field(np.full(rate.shape, SIGMA, np.float32), scene["flat"])
+    err = kflat.flat_field(np.full(rate.shape, SIGMA, np.float32), scene["flat"])
     rate_in = rate.copy()
     flags = si.flag_cosmic_rays_single_frame(rate, err, threshold=5.0)
     np.testing.assert_array_equal(rate, rate_in)
@@ -165,24 +170,11 @@ def test_slope_uncertainty_matches_monte_carlo():
     reads = np.concatenate([np.zeros((npix, 1)), electrons / gain], axis=1)
     reads += rng.normal(0, rn, reads.shape)
     slope = np.polyfit(t, reads.T, 1)[0]
-    sig = si.slope_uncertainty(np.array(rate), gain=gain, rdnoise=rn, nsamp=n)
+    sig = kunc.slope_uncertainty(np.array(rate), gain=gain, rdnoise=rn, nsamp=n)
     assert abs(slope.std() / sig - 1) < 0.03
     d = (reads[:, 1] - reads[:, 0]) / dt                  # first-difference rate
-    sig2 = si.slope_uncertainty(np.array(rate), gain=gain, rdnoise=rn, nsamp=n, replaced=True)
+    sig2 = kunc.slope_uncertainty(np.array(rate), gain=gain, rdnoise=rn, nsamp=n, replaced=True)
     assert abs(d.std() / sig2 - 1) < 0.03
-
-
-def test_make_mask_bits():
-    pmask = np.array([[0, 1], [2, 12]], np.int16)
-    rep = np.array([[[True, False], [False, False]]])
-    cr = np.array([[[False, True], [False, False]]])
-    inval = np.array([[[False, False], [False, True]]])
-    m = si.make_mask(pmask, replaced=rep, cosmic_ray=cr, invalid=inval)
-    assert m.dtype == np.uint16 and m.shape == (1, 2, 2)
-    assert m.tolist() == [[[16, 1 | 32], [2, 4 | 8 | 64]]]
-    bits = dict(si.DEFAULT_MASK_BITS, saturated=256, dead=1024)
-    m2 = si.make_mask(pmask, replaced=rep, bits=bits)
-    assert m2.tolist() == [[[256, 1024], [2, 12]]]
 
 
 def test_kernels_never_mutate_and_tolerate_nan(scene):
@@ -192,11 +184,11 @@ def test_kernels_never_mutate_and_tolerate_nan(scene):
     err = np.full(rate.shape, SIGMA, np.float32)
     dark, flat = scene["dark"].copy(), scene["flat"].copy()
     keep = [a.copy() for a in (rate, err, dark, flat)]
-    out = [si.subtract_dark(rate, dark), si.correct_droop(rate, 0.3, dark=dark),
+    out = [kdark.subtract_dark(rate, dark), si.correct_droop(rate, 0.3, dark=dark),
            si.correct_jailbar(rate, flat=flat), si.correct_jailbar(rate, per_row=True),
-           si.flat_field(rate, flat), si.to_surface_brightness(rate, 0.0447),
+           kflat.flat_field(rate, flat), kflux.to_surface_brightness(rate, 0.0447),
            si.flag_cosmic_rays_single_frame(rate, err),
-           si.slope_uncertainty(rate, gain=5.1, rdnoise=9.0, nsamp=8)]
+           kunc.slope_uncertainty(rate, gain=5.1, rdnoise=9.0, nsamp=8)]
     for a, b in zip(keep, (rate, err, dark, flat)):
         np.testing.assert_array_equal(a, b)
     for o in out:
@@ -216,7 +208,7 @@ def test_jailbar_model_mode_matches_forward_model(scene):
     assert np.all(coeff * bright > 0.4)                # the bright stars do drive it
     jail = coeff * bright
     raw = _forward(scene, droop, jail, droop_dark=True)
-    rate = si.subtract_dark(raw, scene["dark"])
+    rate = kdark.subtract_dark(raw, scene["dark"])
     model = si.correct_jailbar(rate, coeff, threshold=thresh)
     data = si.correct_jailbar(rate, flat=scene["flat"])
     for out in (model, data):
@@ -231,7 +223,6 @@ def test_cosmic_ray_flags_equal_the_full_median_filter_definition():
     """The candidate-only median gives exactly the flags of a full 5x5 median filter."""
     from scipy import ndimage
 
-    from reduce.mips import si
 
     rng = np.random.default_rng(11)
     rate = rng.normal(100, 3, (12, 128, 128)).astype("f4")

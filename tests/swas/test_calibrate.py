@@ -1,12 +1,15 @@
-"""Y-factor Tsys, passband gain and Ta* on synthetic CAL data from the forward model."""
+"""Step 5 kernels (reduce.swas.kernels.calibrate): Y-factor Tsys, passband gain and Ta* on
+synthetic CAL data from the forward model."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from reduce.errors import CalibrationError
-from reduce.swas.calibrate import (channel_tsys, passband_gain, segment_tsys, to_antenna_temperature,
-                                   tsys_profile, yfactor_tsys)
-from reduce.swas.pairing import switched_spectrum
+from reduce.swas.kernels.calibrate import (CalStepParams, calibrate_batch, channel_tsys, passband_gain,
+                                           segment_tsys, to_antenna_temperature, tsys_profile, yfactor_tsys)
+from reduce.swas.kernels.pair import switched_spectrum
 from reduce.swas.physics import NOISE_BW, NOMINAL_LO, T_BG, planck_j
 
 LO = np.array([NOMINAL_LO["490"], NOMINAL_LO["550"]])
@@ -97,3 +100,25 @@ def test_switched_spectrum_to_ta_star():
     assert ta[400] == pytest.approx(4.0, abs=5 * noise)
     with pytest.raises(CalibrationError, match="not finite"):
         to_antenna_temperature(s, np.nan)
+
+
+def test_calibrate_batch_is_ta_star_with_the_shifted_profile():
+    """The step's task body: Ta* = switched x Tsys x CAL profile carried by the coadd's mean shift."""
+    rng = np.random.default_rng(4)
+    spec = rng.normal(0, 1e-3, (3, 725))
+    profile = 1 + 0.1 * np.sin(np.arange(725) / 40.0)[None]
+    segs = [SimpleNamespace(segment=5001, tsys=np.array([2400.0, 2900.0]))]
+    batch = SimpleNamespace(rows={"490": [(0, 0, "O2"), (0, 0, "CI"), (0, 1, "O2")]}, segs=segs)
+    stats = np.array([[0.0], [3.0], [np.nan]])  # mean shift [channels]; NaN: no profile
+    ta = calibrate_batch(spec, stats, profile, batch, "490", shift_col=0)
+    assert ta.dtype == np.float32 and ta.shape == (3, 725)
+    grid = np.arange(725)
+    np.testing.assert_array_equal(ta[0], to_antenna_temperature(spec[0], 2400.0, profile[0]).astype(np.float32))
+    shifted = np.interp(grid - 3.0, grid, profile[0])
+    np.testing.assert_array_equal(ta[1], to_antenna_temperature(spec[1], 2400.0, shifted).astype(np.float32))
+    np.testing.assert_array_equal(ta[2], to_antenna_temperature(spec[2], 2400.0).astype(np.float32))
+    flat = calibrate_batch(spec, stats, profile, batch, "490", CalStepParams(apply_profile=False), shift_col=0)
+    np.testing.assert_array_equal(flat, (spec * 2400.0).astype(np.float32))
+    segs[0].tsys[0] = np.nan
+    with pytest.raises(CalibrationError, match="segment 5001: Tsys not finite"):
+        calibrate_batch(spec, stats, profile, batch, "490", shift_col=0)

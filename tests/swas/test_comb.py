@@ -4,10 +4,8 @@ import numpy as np
 import pytest
 
 from reduce.errors import CalibrationError
-from reduce.swas.comb import (CombParams, average_dispersions, comb_sets, comb_spectrum,
-                              fit_comb)
-from reduce.swas.physics import (NOMINAL_DISPERSION, Dispersion, channel_of_sky, planck_j,
-                                 sky_freq)
+from reduce.swas.kernels.comb import CombParams, average_dispersions, comb_sets, comb_spectrum, fit_comb
+from reduce.swas.physics import NOMINAL_DISPERSION, Dispersion, planck_j
 
 CH = np.arange(725)
 SAT = 65535.0
@@ -35,14 +33,17 @@ def test_dispersion_roundtrip_and_sky_frequency():
     d = TRUTH
     c = np.linspace(-5, 730, 50)
     assert np.allclose(d.channel(d.if_freq(c)), c, atol=1e-9)
-    nu_u = sky_freq(c, d, 489.505e9, "USB")
-    nu_l = sky_freq(c, d, 489.505e9, "LSB")
-    assert np.allclose(nu_u + nu_l, 2 * 489.505e9)
-    assert np.allclose(channel_of_sky(nu_l, d, 489.505e9, "LSB"), c, atol=1e-9)
+    # a channel sees LO + f_IF (USB) and LO - f_IF (LSB); the kernels find the channel of a sky
+    # frequency nu as channel(sgn (nu - LO)), sgn = +1 USB, -1 LSB
+    lo = 489.505e9
+    nu_u, nu_l = lo + d.if_freq(c), lo - d.if_freq(c)
+    assert np.allclose(nu_u + nu_l, 2 * lo)
+    assert np.allclose(d.channel(-(nu_l - lo)), c, atol=1e-9)
+    assert np.allclose(d.channel(nu_u - lo), c, atol=1e-9)
     # O2 and C I rest frequencies sit ~200 channels either side of the centre (ICD)
     nom = NOMINAL_DISPERSION["490"]
-    assert channel_of_sky(487.249376e9, nom, 489.505e9, "LSB") == pytest.approx(162, abs=2)
-    assert channel_of_sky(492.160651e9, nom, 489.505e9, "USB") == pytest.approx(562, abs=2)
+    assert nom.channel(-(487.249376e9 - lo)) == pytest.approx(162, abs=2)
+    assert nom.channel(492.160651e9 - lo) == pytest.approx(562, abs=2)
 
 
 def test_planck_j_limits():

@@ -7,13 +7,9 @@ import pytest
 import xarray as xr
 
 from reduce.io.store import Store
-from reduce.swas.calibration import calibrate
-from reduce.swas.check import check
-from reduce.swas.coadd import coadd
-from reduce.swas.flag import flag
 from reduce.swas.ingest import ingest_swas
-from reduce.swas.pair import pair
-from reduce.swas.pipeline import Params, build_level1, plan_segments, reduce_swas
+from reduce.swas.pipeline import build_level1, open_level1, plan_segments, reduce_swas
+from reduce.swas.steps import calibrate, check, coadd, flag, pair
 
 
 @pytest.fixture(scope="module")
@@ -67,24 +63,27 @@ def test_reduce_swas_end_to_end(store, tmp_path):
     lines = []
     summary = reduce_swas(store, tmp_path / "out", report=lines.append)
     assert summary.exit_code == 0, summary.text()
-    assert summary.n_coadds > 0
+    assert summary.counts["coadds"] > 0
     text = summary.text()
-    assert "4 segments reduced" in text
+    assert "segments: 4 reduced" in text
     log = (tmp_path / "out" / "reduction.log").read_text()
     for needle in ("check:", "pair:", "flag:", "coadd:", "calibrate:", "s0005001", "noise", "baseline"):
         assert needle in log
-    # the intermediate products sit in the same store, which still opens and validates
+    for seg in (5001, 5002, 5003, 6001):                      # flag statistics of every segment
+        assert f"s{seg} 490 GHz flags: noise " in log and f"s{seg} 550 GHz flags: noise " in log
+    # the level-1 tables sit in the same store, which still opens and validates
     Store(store).open_group()
-    co = xr.open_zarr(store, group="level1/coadds", consolidated=False)
-    assert co.sizes["coadd"] == summary.n_coadds
+    co = open_level1(store)
+    assert co.sizes["coadd"] == summary.counts["coadds"]
     assert set(np.unique(co["kind"].values)) == {"nominal", "total"}
     assert set(np.unique(co["band"].values)) == {"O2", "CI", "13CO", "H2O"}
-    stats = json.loads(co.attrs["flag_statistics"])
-    assert set(stats) == {"5001", "5002", "5003", "6001"}
-    pairs = xr.open_zarr(store, group="level1/pairs", consolidated=False)
+    assert set(np.unique(co["segment"].values)) == {5001, 5002, 5003, 6001}
+    pairs = open_level1(store, "pairs")
     assert {"flag490", "flag550", "flagstat490"} <= set(pairs.variables)
-    # a re-run replaces the group (same content)
+    assert json.loads(pairs.attrs["criteria"]) == ["noise", "spikes_fast", "baseline"]   # the default criteria
+    # a re-run to another folder computes again: same content in the store
     summary2 = reduce_swas(store, tmp_path / "out2", report=lines.append)
-    co2 = xr.open_zarr(store, group="level1/coadds", consolidated=False)
+    assert summary2.ran == 1
+    co2 = open_level1(store)
     np.testing.assert_array_equal(co2["ta"].values, co["ta"].values)
     assert summary2.exit_code == 0

@@ -45,10 +45,16 @@ def test_round_trip_is_exact(tmp_path, swas_raw):
             assert ds.lofreq1.values[i] == h["LOFREQ1"] and ds.vsource.values[i] == h["VSOURCE"]
             assert ds.segment.values[i] == h["MISSDAY"] * 1000 + h["SEGMENT"]
             assert (ds.segment_id[rows].values == ds.segment.values[i]).all()
-    hk = Store(store).open_group("hk")
-    n_hk = sum(len(fits.getdata(f, "HK")) for f in files)
-    assert hk.sizes["time"] == n_hk
+    hk = Store(store).open_group("hk")  # its own time axis hk_time (see schemas/swas_store.yaml)
+    tables = [fits.getdata(f, "HK") for f in files]
+    assert hk.sizes["hk_time"] == sum(len(t) for t in tables) and "time" not in hk.dims
+    np.testing.assert_array_equal(hk.hk_time.values, np.concatenate([t["TIME"] for t in tables]))
+    for name in ("tmix1", "tmix2", "tlo1", "tlo2", "ibias1", "ibias2"):
+        np.testing.assert_array_equal(hk[name].values, np.concatenate([t[name.upper()] for t in tables]))
+    np.testing.assert_array_equal(hk.segment_id.values,
+                                  np.repeat(ds.segment.values, [len(t) for t in tables]))
     assert set(Store(store).ledger()[0]) >= {"name", "sha256", "bytes", "key", "rows"}
+    assert set(Store(store).ledger()[0]["rows"]) == {"time", "segment", "hk/hk_time"}
 
 
 def test_append_and_idempotent_reingest(tmp_path, swas_raw):

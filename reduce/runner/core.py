@@ -1,0 +1,417 @@
+"""The one pipeline runner: plan units on the client, compute, write and export them on workers.
+
+A pipeline (SWAS level 1, MIPS BCDs, later mosaics and trends) is a ``Pipeline``
+subclass that says
+
+- ``units(store, client)``: its units of work (``Unit``: key, input hash, small info),
+  from per-unit metadata only (the client never loads per-scan or per-pixel data);
+- ``tables()``: its output tables in the store (``runner.tables``), each unit owning
+  whole chunks of them;
+- ``size_unit(store, unit)``: rows per table (run on a worker when ``Unit.sizes`` is None);
+- ``compute_unit(store, unit)``: build the unit's lazy graph from the steps and compute
+  it (on the worker that runs the task) -> ``UnitResult`` (rows per table, counts,
+  problem lines);
+- ``export_unit(store, out, unit, result, slots)``: write the unit's FITS products from
+  what is now in the store;
+- ``finish(store, out, records)``: small indexes and the run log on the client.
+
+``run(pipeline, store, out, client=...)`` does the rest the same way for every
+pipeline: holds the store's write lock, skips units already done with the same
+input and parameter hashes (``redo``/``redo_failed`` to override), allocates slots,
+runs at most a few units per worker at a time, records each unit's outcome in
+``STORE/.skyreduce/units/<pipeline>/<key>.json`` (written last by the worker: a
+unit killed half-way is simply done again), and returns one ``RunSummary`` whose
+exit code counts every failure (compute, store write, export).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import dask
+import numpy as np
+import xarray as xr
+
+from .. import __version__
+from ..faults import fault_point
+from ..io.atomic import atomic_write_text, remove_stale_temporaries
+from ..io.store import META, StoreWriter, _quiet_zarr, check_lock_token
+from ..progress import Progress
+from .tables import TableSpec, ensure_table, units_path, write_slot
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("done", "failed", "excluded")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work. ``key``: stable and file-name safe; ``info``: small, JSON-able."""
+
+    key: str
+    label: str
+    input_hash: str
+    info: dict
+    sizes: dict | None = None     # rows per table when known without computing
+
+
+@dataclass
+class UnitResult:
+    """What a unit's computation gives: status 'done' or 'excluded' (with reason), rows per
+    table (numpy, along the table's row dim), counts (summed over units in the summary),
+    problems (one line each: an item that could not be reduced), log lines, and small
+    ``context`` the export needs (attrs, per-item statistics)."""
+
+    status: str = "done"
+    reason: str = ""
+    rows: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    problems: list = field(default_factory=list)
+    log: list = field(default_factory=list)
+    context: dict = field(default_factory=dict)
+
+
+class Pipeline:
+    """Base class of the runner's pipelines (see the module docstring)."""
+
+    name = "pipeline"
+    store_schema = ""       # schema of the store it reads (for the write lock)
+    title = ""
+
+    def params_hash(self) -> str:
+        return hashlib.sha256(repr(self.params).encode()).hexdigest()[:16]
+
+    def tables(self) -> list[TableSpec]:
+        raise NotImplementedError
+
+    def table_attrs(self, store) -> dict:
+        """{table name: group attrs} written when the tables are created."""
+        return {}
+
+    def units(self, store, client=None) -> list[Unit]:
+        raise NotImplementedError
+
+    def size_unit(self, store, unit: Unit) -> dict:
+        raise NotImplementedError
+
+    def compute_unit(self, store, unit: Unit) -> UnitResult:
+        raise NotImplementedError
+
+    def export_unit(self, store, out, unit: Unit, result: UnitResult, slots: dict) -> tuple[int, list]:
+        """Write the products of one unit; returns (files written, problem lines)."""
+        return 0, []
+
+    def finish(self, store, out, records: list[dict], summary: "RunSummary") -> None:
+        pass
+
+    def describe(self, summary: "RunSummary") -> list[str]:
+        """Lines of the summary table (counts of items)."""
+        return [f"  {k}: {v}" for k, v in sorted(summary.counts.items())]
+
+
+# ---------------------------------------------------------------- unit records
+def records_dir(store, name) -> Path:
+    return Path(store) / META / "units" / name
+
+
+def read_records(store, name) -> dict[str, dict]:
+    """{unit key: record} of every unit recorded in the store for pipeline ``name``."""
+    out = {}
+    folder = records_dir(store, name)
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.json")):
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue                     # a torn record is no record: the unit is redone
+            out[rec["key"]] = rec
+    return out
+
+
+def _write_record(store, name, record):
+    folder = records_dir(store, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / f"{record['key']}.json", json.dumps(record, sort_keys=True, indent=1))
+
+
+def _remove_record(store, name, key):
+    try:
+        (records_dir(store, name) / f"{key}.json").unlink()
+    except FileNotFoundError:
+        pass
+
+
+# ---------------------------------------------------------------- summary
+@dataclass
+class RunSummary:
+    """Outcome of a run over every unit of the store (done earlier or now)."""
+
+    pipeline: str
+    store: str
+    out: str
+    units: dict = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    counts: dict = field(default_factory=dict)
+    problems: list = field(default_factory=list)   # failed units' reasons and items' problems
+    failed_units: list = field(default_factory=list)
+    files: int = 0
+    ran: int = 0             # units computed in this run
+    skipped: int = 0         # units already done
+    seconds: float = 0.0
+    lines: list = field(default_factory=list)     # pipeline's table
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if (self.units["failed"] or self.problems) else 0
+
+    def add(self, rec):
+        self.units[rec["status"]] = self.units.get(rec["status"], 0) + 1
+        for k, v in rec.get("counts", {}).items():
+            self.counts[k] = self.counts.get(k, 0) + v
+        self.files += int(rec.get("files", 0))
+        if rec["status"] == "failed":
+            self.failed_units.append(rec["key"])
+            self.problems.append(f"unit {rec['label']}: {rec['reason']}")
+        self.problems += rec.get("problems", [])
+
+    def text(self, max_problems: int = 50) -> str:
+        u = self.units
+        head = (f"{self.pipeline} on {self.store}: {sum(u.values())} units: {u['done']} done, "
+                f"{u['failed']} failed, {u['excluded']} excluded ({self.ran} run now, {self.skipped} done "
+                f"before); {self.files} product files in {self.out}; {self.seconds:.1f} s")
+        lines = [head] + self.lines
+        if self.problems:
+            lines.append(f"  problems ({len(self.problems)}):")
+            lines += [f"    {p}" for p in self.problems[:max_problems]]
+            if len(self.problems) > max_problems:
+                lines.append(f"    ... {len(self.problems) - max_problems} more in the run log")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- worker side
+def _run_unit(pipeline: Pipeline, store, out, unit: Unit, slots: dict, token: str) -> dict:
+    """Compute, write and export one unit; record and return its outcome (small dict)."""
+    t0 = time.perf_counter()
+    rec = {"key": unit.key, "label": unit.label, "input_hash": unit.input_hash, "out": str(out),
+           "params_hash": pipeline.params_hash(), "software": f"skyreduce {__version__}",
+           "status": "failed", "reason": "", "counts": {}, "problems": [], "log": [], "files": 0, "rows": {}}
+    stage = "compute"
+    try:
+        with dask.config.set(scheduler="sync"):
+            result = pipeline.compute_unit(store, unit)
+            rec.update(status=result.status, reason=result.reason, counts=result.counts,
+                       problems=list(result.problems), log=list(result.log))
+            stage = "store write"
+            check_lock_token(store, token)
+            for table in pipeline.tables():
+                if table.name in result.rows:
+                    start, capacity = slots[table.name]
+                    rec["rows"][table.name] = write_slot(store, table, start, capacity, result.rows[table.name])
+            fault_point("unit_written")
+            if result.status == "done":
+                stage = "export"
+                files, problems = pipeline.export_unit(store, out, unit, result, slots)
+                rec["files"] = files
+                rec["problems"] += problems
+    except Exception as exc:  # noqa: BLE001 - one unit's failure is reported, the run goes on
+        rec.update(status="failed", reason=f"{stage}: {type(exc).__name__}: {exc}")
+        rec["log"].append(traceback.format_exc(limit=8))
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    try:
+        check_lock_token(store, token)
+        _write_record(store, pipeline.name, rec)
+    except Exception as exc:  # noqa: BLE001
+        rec.update(status="failed", reason=f"unit record not written: {type(exc).__name__}: {exc}")
+    return {k: rec[k] for k in ("key", "status", "reason", "files", "problems")}
+
+
+def _size_unit(pipeline, store, unit):
+    with dask.config.set(scheduler="sync"):
+        return unit.key, pipeline.size_unit(store, unit)
+
+
+# ---------------------------------------------------------------- client side
+def _map(client, fn, items, *, progress: Progress, window: int):
+    """Yield fn(*item) results, at most ``window`` in flight on the cluster (in process without one)."""
+    if client is None:
+        for item in items:
+            result = fn(*item)
+            progress.advance()
+            yield result
+        return
+    from distributed import as_completed
+    items = iter(items)
+    pending = as_completed()
+    for item in items:
+        pending.add(client.submit(fn, *item, pure=False))
+        if pending.count() >= window:
+            break
+    for fut in pending:
+        result = fut.result()
+        fut.release()
+        progress.advance()
+        nxt = next(items, None)
+        if nxt is not None:
+            pending.add(client.submit(fn, *nxt, pure=False))
+        yield result
+
+
+def _allocation(store, pipeline, units, sizes):
+    """Slots {key: {table: (start, capacity)}} in unit order; kept from the units group
+    where a unit's slot still fits, new slots at the end of the tables otherwise."""
+    tables = pipeline.tables()
+    old = _read_units_group(store, pipeline)
+    ends = {t.name: 0 for t in tables}
+    kept = {}
+    if old is not None:
+        for i, key in enumerate(_strings(old["unit_key"].values)):
+            kept[key] = {t.name: (int(old[f"{t.name}_start"].values[i]), int(old[f"{t.name}_capacity"].values[i]))
+                         for t in tables}
+            for t in tables:
+                ends[t.name] = max(ends[t.name], kept[key][t.name][0] + kept[key][t.name][1])
+    slots = {}
+    for u in units:
+        need = sizes.get(u.key)
+        old_slot = kept.get(u.key)
+        if need is None:          # done before and unchanged: keep its slot as it is
+            slots[u.key] = old_slot
+            continue
+        slot = {}
+        for t in tables:
+            cap = t.capacity(int(need.get(t.name, 0))) if need.get(t.name, 0) else 0
+            if old_slot is not None and old_slot[t.name][1] >= cap:
+                slot[t.name] = old_slot[t.name]
+            else:
+                slot[t.name] = (ends[t.name], cap)
+                ends[t.name] += cap
+        slots[u.key] = slot
+    return slots, ends
+
+
+def _strings(values) -> list[str]:
+    return [str(v) for v in values]
+
+
+def _read_units_group(store, pipeline):
+    tables = pipeline.tables()
+    path = units_path(tables[0])
+    try:
+        with _quiet_zarr():
+            return xr.open_zarr(store, group=path, consolidated=False).load()
+    except Exception:  # noqa: BLE001 - no units group yet
+        return None
+
+
+def _write_units_group(store, pipeline, units, slots, records):
+    """The units group (client; one small row per unit): allocation, hashes, status, rows written."""
+    tables = pipeline.tables()
+    keys = [u.key for u in units if slots.get(u.key)]
+    by_key = {u.key: u for u in units}
+    data = {"unit_key": ("unit", np.array(keys, dtype=object)),
+            "label": ("unit", np.array([by_key[k].label for k in keys], dtype=object)),
+            "input_hash": ("unit", np.array([by_key[k].input_hash for k in keys], dtype=object)),
+            "status": ("unit", np.array([records.get(k, {}).get("status", "pending") for k in keys],
+                                        dtype=object)),
+            "reason": ("unit", np.array([records.get(k, {}).get("reason", "") for k in keys],
+                                        dtype=object))}
+    for t in tables:
+        data[f"{t.name}_start"] = ("unit", np.array([slots[k][t.name][0] for k in keys], np.int64))
+        data[f"{t.name}_capacity"] = ("unit", np.array([slots[k][t.name][1] for k in keys], np.int64))
+        data[f"{t.name}_count"] = ("unit", np.array([records.get(k, {}).get("rows", {}).get(t.name, 0)
+                                                     for k in keys], np.int64))
+    ds = xr.Dataset(data, attrs={"pipeline": pipeline.name, "title": f"units of work of {pipeline.name}"})
+    with _quiet_zarr():
+        ds.to_zarr(store, group=units_path(tables[0]), mode="w", consolidated=False, zarr_format=3)
+
+
+def _stale(rec, unit, phash, out, redo_failed):
+    """A unit is done again when never recorded, when its input, parameters or output folder
+    changed, or (``redo_failed``) when it failed."""
+    if rec is None:
+        return True
+    if rec.get("input_hash") != unit.input_hash or rec.get("params_hash") != phash or rec.get("out") != out:
+        return True
+    return redo_failed and rec.get("status") == "failed"
+
+
+def run(pipeline: Pipeline, store, out, *, client=None, redo=False, redo_failed=False, progress=False,
+        report=print, wait=0.0, window_per_worker=2) -> RunSummary:
+    """Run ``pipeline`` over every unit of ``store`` not yet done; products under ``out``."""
+    t0 = time.perf_counter()
+    store, out = Path(store), Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    summary = RunSummary(pipeline.name, str(store), str(out))
+    nworkers = len(client.scheduler_info()["workers"]) if client is not None else 1
+    window = max(2, window_per_worker * nworkers)
+    with StoreWriter(store, pipeline.store_schema, wait=wait) as writer:
+        units = pipeline.units(store, client)
+        records = read_records(store, pipeline.name)
+        phash = pipeline.params_hash()
+        todo = [u for u in units if redo or _stale(records.get(u.key), u, phash, str(out), redo_failed)]
+        summary.skipped = len(units) - len(todo)
+        sizes = {}
+        need = []
+        for u in todo:
+            if u.sizes is not None:
+                sizes[u.key] = u.sizes
+            else:
+                need.append(u)
+        if need:
+            with Progress(f"{pipeline.name}: sizing units", len(need), unit="units", enabled=progress) as bar:
+                for key, s in _map(client, _size_unit, [(pipeline, str(store), u) for u in need],
+                                   progress=bar, window=window):
+                    sizes[key] = s
+        slots, ends = _allocation(store, pipeline, units, sizes)
+        attrs = pipeline.table_attrs(store)
+        for t in pipeline.tables():
+            ensure_table(store, t, ends[t.name], attrs.get(t.name))
+        for u in todo:
+            _remove_record(store, pipeline.name, u.key)
+            records.pop(u.key, None)
+        _write_units_group(store, pipeline, units, slots, records)
+        writer.consolidate()
+        fault_point("units_allocated")
+        items = [(pipeline, str(store), str(out), u, slots[u.key], writer.token) for u in todo]
+        with Progress(f"{pipeline.name}: units", len(items), unit="units", enabled=progress) as bar:
+            for res in _map(client, _run_unit, items, progress=bar, window=window):
+                summary.ran += 1
+                if res["status"] == "failed":
+                    report(f"FAILED {pipeline.name} unit {res['key']}: {res['reason']}")
+                for line in res["problems"]:
+                    report(line)
+        records = read_records(store, pipeline.name)
+        for u in units:
+            rec = records.get(u.key)
+            if rec is None:
+                rec = {"key": u.key, "label": u.label, "status": "failed",
+                       "reason": "no record of this unit after the run (its task was lost)"}
+            summary.add(rec)
+        _write_units_group(store, pipeline, units, slots, records)
+        writer.consolidate()
+        summary.seconds = time.perf_counter() - t0
+        summary.lines = pipeline.describe(summary)
+        pipeline.finish(store, out, [records.get(u.key) for u in units if u.key in records], summary)
+        writer.record_run({"command": pipeline.name, "units": len(units), "ran": summary.ran,
+                           "failed": summary.units["failed"], "software": f"skyreduce {__version__}",
+                           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pid": os.getpid()})
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def hash_strings(parts) -> str:
+    """SHA-256 (hex, 16 characters) of an iterable of strings, in order."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(str(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def record_dict(rec) -> dict:
+    return asdict(rec) if hasattr(rec, "__dataclass_fields__") else dict(rec)

@@ -1,0 +1,227 @@
+"""The one runner (reduce.runner) with both pipelines: units, slots, records, resume, failures.
+
+The real ``skyreduce reduce`` command is SIGKILLed (whole process group: the command and
+its local workers) at a random moment after some units were recorded; the rerun must do
+only the units not yet done and end with store groups and products identical (apart from
+DATE and the FITS checksum cards) to an uninterrupted run.
+"""
+import dataclasses
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from astropy.io import fits
+
+from reduce.mips.pipeline import MipsBcd, open_bcd, reduce_mips
+from reduce.runner import read_records
+from reduce.runner.core import records_dir
+from reduce.swas.pipeline import Params, SwasLevel1, open_level1, reduce_swas
+
+SKYREDUCE = str(Path(sys.executable).with_name("skyreduce"))
+VOLATILE_CARDS = {"DATE", "CHECKSUM", "DATASUM"}
+
+
+def _cli(*args):
+    return [SKYREDUCE, *map(str, args), "--workers", "2", "--threads-per-worker", "1", "--no-dashboard", "-q"]
+
+
+def _run(cmd, timeout=600, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, start_new_session=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Ingested stores with several units each: 2 SWAS days (24 segments), 2 MIPS AORs (3 arrays)."""
+    root = tmp_path_factory.mktemp("runner")
+    for instrument, opt in (("swas", ["--days", "2"]), ("mips", ["--aors", "2"])):
+        r = _run(_cli("simulate", instrument, root / "raw" / instrument, *opt))
+        assert r.returncode == 0, r.stderr
+        r = _run(_cli("ingest", instrument, root / "raw" / instrument, "--store", root / f"{instrument}.zarr"))
+        assert r.returncode == 0, r.stderr
+    return root
+
+
+def _copy(stores, instrument, dest):
+    path = dest / f"{instrument}.zarr"
+    shutil.copytree(stores / f"{instrument}.zarr", path)
+    return path
+
+
+def _group_files(store, prefixes):
+    """{relative path: bytes} of every file of the runner's store groups."""
+    out = {}
+    for prefix in prefixes:
+        for p in sorted((store / prefix).rglob("*")):
+            if p.is_file():
+                out[str(p.relative_to(store))] = p.read_bytes()
+    return out
+
+
+def _products(out):
+    """{relative path: (header cards without DATE/checksums, data bytes)} of every FITS product."""
+    res = {}
+    for p in sorted(Path(out).rglob("*.fits")):
+        with fits.open(p) as hdul:
+            res[str(p.relative_to(out))] = [
+                ([(c.keyword, str(c.value)) for c in h.header.cards if c.keyword not in VOLATILE_CARDS],
+                 None if h.data is None else np.ascontiguousarray(h.data).tobytes()) for h in hdul]
+    return res
+
+
+GROUPS = {"swas": ["level1"], "mips": ["bcd24", "bcd70", "bcd160", "bcd_units"]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(stores, tmp_path_factory):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    out = {}
+    for instrument in ("swas", "mips"):
+        store = _copy(stores, instrument, root)
+        r = _run(_cli("reduce", instrument, "--store", store, "--out", root / f"out-{instrument}"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        out[instrument] = (store, root / f"out-{instrument}", r.stdout)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("instrument", ["swas", "mips"])
+def test_killed_at_random_moment_then_rerun_equals_uninterrupted(stores, uninterrupted, tmp_path, instrument):
+    ref_store, ref_out, _ = uninterrupted[instrument]
+    n_units = len(read_records(ref_store, {"swas": "swas_level1", "mips": "mips_bcd"}[instrument]))
+    assert n_units >= 4
+    store = _copy(stores, instrument, tmp_path)
+    out = tmp_path / "out"
+    name = {"swas": "swas_level1", "mips": "mips_bcd"}[instrument]
+    rng = random.Random(instrument)
+    want = rng.randint(1, n_units - 2)          # kill after this many units were recorded
+    proc = subprocess.Popen(_cli("reduce", instrument, "--store", store, "--out", out),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        folder = records_dir(store, name)
+        if folder.is_dir() and len(list(folder.glob("*.json"))) >= want:
+            break
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0, 0.5))
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_records(store, name))
+    assert 0 < done_before < n_units
+    r = _run(_cli("reduce", instrument, "--store", store, "--out", out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"({n_units - done_before} run now, {done_before} done before)" in r.stdout, r.stdout
+    assert _group_files(store, GROUPS[instrument]) == _group_files(ref_store, GROUPS[instrument])
+    assert _products(out) == _products(ref_out)
+    assert not list(Path(out).rglob(".*.tmp")), "temporary files left behind"
+
+
+def test_rerun_skips_done_units_and_redo_recomputes(stores, tmp_path):
+    store = _copy(stores, "mips", tmp_path)
+    first = reduce_mips(store, tmp_path / "out", report=print)
+    n = sum(first.units.values())
+    assert first.exit_code == 0 and first.ran == n and n == 6    # 2 AORs x 3 arrays
+    again = reduce_mips(store, tmp_path / "out", report=print)
+    assert (again.ran, again.skipped) == (0, n)
+    assert again.counts == first.counts and again.files == first.files
+    redo = reduce_mips(store, tmp_path / "out", redo=True, report=print)
+    assert redo.ran == n
+
+
+def test_changed_parameters_recompute_every_unit(stores, tmp_path):
+    store = _copy(stores, "swas", tmp_path)
+    first = reduce_swas(store, tmp_path / "out", report=print)
+    n = sum(first.units.values())
+    assert first.exit_code == 0, first.text()
+    assert n >= 4
+    p = Params()
+    changed = dataclasses.replace(p, coadd=dataclasses.replace(p.coadd, position_tol_arcmin=0.6))
+    assert SwasLevel1(changed).params_hash() != SwasLevel1(p).params_hash()
+    second = reduce_swas(store, tmp_path / "out", params=changed, report=print)
+    assert second.ran == n
+
+
+def test_slots_are_whole_chunks_and_never_overlap(uninterrupted):
+    for instrument, pipeline in (("swas", SwasLevel1()), ("mips", MipsBcd())):
+        store = uninterrupted[instrument][0]
+        for table in pipeline.tables():
+            units = xr.open_zarr(store, group={"swas": "level1/units", "mips": "bcd_units"}[instrument],
+                                 consolidated=False).load()
+            start, cap = units[f"{table.name}_start"].values, units[f"{table.name}_capacity"].values
+            count = units[f"{table.name}_count"].values
+            used = cap > 0
+            assert (start[used] % table.chunk == 0).all() and (cap[used] % table.chunk == 0).all()
+            assert (count <= cap).all()
+            order = np.argsort(start[used])
+            s, c = start[used][order], cap[used][order]
+            assert (s[1:] >= s[:-1] + c[:-1]).all(), f"{table.path}: two units share rows"
+
+
+def test_tables_hold_every_unit_rows_and_open_with_datatree(uninterrupted):
+    store, _, stdout = uninterrupted["swas"]
+    co = open_level1(store, "coadds")
+    recs = read_records(store, "swas_level1")
+    assert co.sizes["coadd"] == sum(r["counts"]["coadds"] for r in recs.values())
+    assert (co["n_scans"].values > 0).all()
+    assert np.isfinite(co["tsys"].values).all()
+    scans = open_level1(store, "scans")
+    np.testing.assert_array_equal(np.sort(scans["scan_row"].values), np.arange(scans.sizes["scan"]))
+    tree = xr.open_datatree(store, engine="zarr")
+    assert tree["level1/coadds"].ds.sizes["channel"] == 725
+    mstore = uninterrupted["mips"][0]
+    tree = xr.open_datatree(mstore, engine="zarr")
+    assert "bcd70" in tree.children
+    for chnl in (1, 2, 3):
+        b = open_bcd(mstore, chnl)
+        assert (b.status.values.astype(object) == "ok").all()
+        assert b.sizes["dce"] == xr.open_zarr(mstore, group={1: "mips24", 2: "mips70", 3: "mips160"}[chnl],
+                                              consolidated=False).sizes["dce"]
+
+
+def test_export_failure_is_one_reported_failure_and_the_rest_is_written(stores, tmp_path):
+    store = _copy(stores, "swas", tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "omc-1").write_text("a file where the OMC-1 target folder should be\n")
+    summary = reduce_swas(store, out, report=print)
+    assert summary.exit_code == 1
+    bad = [p for p in summary.problems if "OMC-1" in p and "export failed" in p]
+    assert bad, summary.problems
+    assert all("OMC-1" in p for p in summary.problems), summary.problems
+    others = [d for d in out.iterdir() if d.is_dir()]
+    assert len(others) >= 2 and all(list((d / "class").glob("*.fits")) for d in others)
+    assert (out / "targets.tsv").is_file() and "omc-1" not in (out / "targets.tsv").read_text().split()
+    assert "export failed" in (out / "reduction.log").read_text()
+
+
+def test_store_write_failure_reaches_the_exit_code(stores, tmp_path, monkeypatch):
+    from reduce.runner import core as run_module
+    store = _copy(stores, "mips", tmp_path)
+    real = run_module.write_slot
+
+    def failing(store_, table, start, capacity, rows):
+        if table.name == "bcd70":
+            raise OSError("disk full (injected)")
+        return real(store_, table, start, capacity, rows)
+
+    monkeypatch.setattr(run_module, "write_slot", failing)
+    summary = reduce_mips(store, tmp_path / "out", report=print)
+    assert summary.exit_code == 1
+    assert summary.units["failed"] == 2
+    assert all("store write: OSError: disk full (injected)" in p for p in summary.problems), summary.problems
+    assert summary.counts["24 um BCDs"] > 0 and list((tmp_path / "out").glob("SPITZER_M1_*_bcd.fits"))
+    assert not list((tmp_path / "out").glob("SPITZER_M2_*"))
+    monkeypatch.setattr(run_module, "write_slot", real)
+    again = reduce_mips(store, tmp_path / "out", report=print)
+    assert again.exit_code == 1 and again.ran == 0          # failed units are not retried by default
+    fixed = reduce_mips(store, tmp_path / "out", redo_failed=True, report=print)
+    assert fixed.exit_code == 0 and fixed.ran == 2
+    assert list((tmp_path / "out").glob("SPITZER_M2_*_bcd.fits"))
