@@ -5,6 +5,7 @@ the tests (jupyter_client starts it with this very interpreter); it inherits the
 environment, so ``SKYREDUCE_DATA`` points it at fresh copies of the stores and
 ``SKYREDUCE_NOTEBOOK_THREADS`` gives it a one-worker threaded cluster.
 """
+import json
 import re
 import shutil
 import sys
@@ -56,7 +57,10 @@ def test_notebook_runs(path, demo_stores, tmp_path, monkeypatch):
     shutil.copytree(demo_stores, data)
     monkeypatch.setenv("SKYREDUCE_DATA", str(data))
     monkeypatch.setenv("SKYREDUCE_NOTEBOOK_THREADS", "1")
-    nb = nbformat.read(path, as_version=4)
+    raw = json.loads(path.read_text())
+    for i, cell in enumerate(raw["cells"]):     # nbformat 4.5 wants cell ids; older notebooks lack them
+        cell.setdefault("id", f"cell-{i}")
+    nb = nbformat.reads(json.dumps(raw), as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(PROBE))
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOK_DIR)}})

@@ -24,6 +24,7 @@ _FUNCTIONS = {"open_store": ("reduce.mips.pipeline", "open_store"),
               "plan": ("reduce.mips.pipeline", "plan_bcd"),
               "BcdParams": ("reduce.mips.pipeline", "BcdParams"),
               "assemble": ("reduce.mips.pipeline", "assemble"),
+              "build_bcd": ("reduce.mips.pipeline", "build_bcd"),
               "run": ("reduce.mips.pipeline", "reduce_mips"),
               "open_bcd": ("reduce.mips.pipeline", "open_bcd")}
 __all__ = _MODULES + list(_FUNCTIONS)

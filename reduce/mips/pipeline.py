@@ -372,7 +372,12 @@ def open_bcd(store, chnlnum) -> xr.Dataset:
 
 def reduce_mips(store, out, *, client=None, progress=False, report=print, params: BcdParams = BcdParams(),
                 wait: float = 0.0, redo=False, redo_failed=False):
-    """Reduce every array of a MIPS store to BCDs on the runner (see reduce.runner): a RunSummary."""
+    """Reduce every array of a MIPS store to BCDs on the runner (see reduce.runner): a RunSummary.
+
+    Units (one AOR of one array) already done for this store, with the same inputs, parameters and
+    ``out`` folder, are skipped (``redo``: do every unit again; ``redo_failed``: retry the failed
+    ones); the BCDs are kept in the store (``open_bcd``), the FITS files written to ``out``.
+    ``client``: a dask distributed Client (None: every unit in this process, one after the other)."""
     return run(MipsBcd(params), store, out, client=client, progress=progress, report=report, redo=redo,
                redo_failed=redo_failed, wait=wait)
 

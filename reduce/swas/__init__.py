@@ -23,6 +23,7 @@ _MODULES = ["steps", "kernels", "physics", "pipeline", "export", "targets", "ing
 _FUNCTIONS = {"open_store": ("reduce.swas.pipeline", "open_store"),
               "plan": ("reduce.swas.pipeline", "plan_segments"),
               "Params": ("reduce.swas.pipeline", "Params"),
+              "build_level1": ("reduce.swas.pipeline", "build_level1"),
               "compute_level1": ("reduce.swas.pipeline", "compute_level1"),
               "run": ("reduce.swas.pipeline", "reduce_swas"),
               "open_level1": ("reduce.swas.pipeline", "open_level1")}

@@ -704,7 +704,12 @@ def open_level1(store, table="coadds"):
 
 def reduce_swas(store, out, *, client=None, progress=False, report=print, params=None, redo=False,
                 redo_failed=False, wait=0.0):
-    """Reduce a SWAS store to level 1 on the runner (see reduce.runner): returns a RunSummary."""
+    """Reduce a SWAS store to level 1 on the runner (see reduce.runner): returns a RunSummary.
+
+    Units already done for this store, with the same inputs, parameters and ``out`` folder, are
+    skipped (``redo``: do every unit again; ``redo_failed``: retry the failed ones); the level-1
+    tables are kept in the store (``open_level1``), the FITS products and reduction.log in ``out``.
+    ``client``: a dask distributed Client (None: every unit in this process, one after the other)."""
     return run(SwasLevel1(params or Params()), store, out, client=client, progress=progress, report=report,
                redo=redo, redo_failed=redo_failed, wait=wait)
 

@@ -225,3 +225,24 @@ def test_store_write_failure_reaches_the_exit_code(stores, tmp_path, monkeypatch
     fixed = reduce_mips(store, tmp_path / "out", redo_failed=True, report=print)
     assert fixed.exit_code == 0 and fixed.ran == 2
     assert list((tmp_path / "out").glob("SPITZER_M2_*_bcd.fits"))
+
+
+def test_appended_day_recomputes_only_units_whose_inputs_changed(swas_raw, tmp_path):
+    """Day 6 appended to a store reduced with day 5: its segments join the last unit (same
+    store chunk), whose input hash changes: that unit is redone, into a larger slot."""
+    from reduce.swas.ingest import ingest_swas
+    store = tmp_path / "swas.zarr"
+    ingest_swas([swas_raw / "day5"], store)
+    first = reduce_swas(store, tmp_path / "out", report=print)
+    assert first.exit_code == 0 and first.counts["segments reduced"] == 3
+    key = next(iter(read_records(store, "swas_level1")))
+    h5 = read_records(store, "swas_level1")[key]["input_hash"]
+    again = reduce_swas(store, tmp_path / "out", report=print)
+    assert again.ran == 0
+    ingest_swas([swas_raw / "day6"], store)
+    third = reduce_swas(store, tmp_path / "out", report=print)
+    assert third.ran == 1 and third.exit_code == 0
+    assert read_records(store, "swas_level1")[key]["input_hash"] != h5
+    co = open_level1(store)
+    assert set(np.unique(co["segment"].values)) == {5001, 5002, 5003, 6001}
+    assert co.sizes["coadd"] == third.counts["coadds"]
