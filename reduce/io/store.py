@@ -132,15 +132,20 @@ class Store:
                           + ": ingest the raw files again into a new store")
 
     # -- datasets
-    def open_group(self, group: str = "", *, validate: bool = True) -> xr.Dataset:
-        """Open one group lazily (dask-backed), cut to its committed length and validated."""
+    def open_group(self, group: str = "", *, validate: bool = True, indexes: bool = True) -> xr.Dataset:
+        """Open one group lazily (dask-backed), cut to its committed length and validated.
+
+        ``indexes=False``: no pandas index for the dimension coordinates (e.g. ``time``), which
+        would be loaded into memory whole; they stay lazy like every other variable (the runner's
+        planning on a mission-sized store)."""
         state = self.read_state()
         if not state:
             raise SchemaError(f"{self.path} is not a skyreduce store (no {META}/state.json)")
         if validate:
             self.check_version(state)
         with _quiet_zarr():
-            ds = xr.open_zarr(self.path, group=group or None, consolidated=True, chunks={})
+            ds = xr.open_zarr(self.path, group=group or None, consolidated=True, chunks={},
+                              create_default_indexes=indexes)
         spec = group_spec(self.schema, group)
         cut = {}
         for dim in spec["growing"]:

@@ -252,7 +252,8 @@ def _open_raw(store, chnlnum):
     state = (Path(store) / ".skyreduce" / "state.json").stat().st_mtime_ns
     key = (str(store), chnlnum, state)
     if key not in _RAW:
-        _RAW[key] = Store(store).open_group(RAW_GROUPS[chnlnum])
+        _RAW.clear()
+        _RAW[key] = Store(store).open_group(RAW_GROUPS[chnlnum], indexes=False)
     return _RAW[key]
 
 

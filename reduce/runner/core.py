@@ -237,28 +237,52 @@ def _size_unit(pipeline, store, unit):
 
 # ---------------------------------------------------------------- client side
 def _map(client, fn, items, *, progress: Progress, window: int):
-    """Yield fn(*item) results, at most ``window`` in flight on the cluster (in process without one)."""
+    """Yield (item, fn(*item) or None, error text) as tasks finish, at most ``window`` in flight on
+    the cluster (in this process, one after the other, without one). A task that raises or is lost
+    with its worker gives its error text; the others go on."""
     if client is None:
         for item in items:
-            result = fn(*item)
+            try:
+                result, err = fn(*item), ""
+            except Exception as exc:  # noqa: BLE001
+                result, err = None, f"{type(exc).__name__}: {exc}"
             progress.advance()
-            yield result
+            yield item, result, err
         return
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
     items = iter(items)
-    pending = as_completed()
+    pending, of = as_completed(), {}
+
+    def submit(item):
+        fut = client.submit(fn, *item, pure=False)
+        of[fut.key] = item
+        pending.add(fut)
+
     for item in items:
-        pending.add(client.submit(fn, *item, pure=False))
+        submit(item)
         if pending.count() >= window:
             break
     for fut in pending:
-        result = fut.result()
+        item = of.pop(fut.key)
+        try:
+            result, err = fut.result(), ""
+        except KilledWorker as exc:
+            result, err = None, f"task lost with its worker ({exc})"
+        except Exception as exc:  # noqa: BLE001
+            result, err = None, f"{type(exc).__name__}: {exc}"
         fut.release()
         progress.advance()
         nxt = next(items, None)
         if nxt is not None:
-            pending.add(client.submit(fn, *nxt, pure=False))
-        yield result
+            submit(nxt)
+        yield item, result, err
+
+
+def _failed_record(pipeline, unit, out, reason):
+    """The record of a unit whose task never wrote one (written by the client)."""
+    return {"key": unit.key, "label": unit.label, "input_hash": unit.input_hash, "out": str(out),
+            "params_hash": pipeline.params_hash(), "software": f"skyreduce {__version__}", "status": "failed",
+            "reason": reason, "counts": {}, "problems": [], "log": [], "files": 0, "rows": {}}
 
 
 def _allocation(store, pipeline, units, sizes):
@@ -364,9 +388,15 @@ def run(pipeline: Pipeline, store, out, *, client=None, redo=False, redo_failed=
                 need.append(u)
         if need:
             with Progress(f"{pipeline.name}: sizing units", len(need), unit="units", enabled=progress) as bar:
-                for key, s in _map(client, _size_unit, [(pipeline, str(store), u) for u in need],
-                                   progress=bar, window=window):
-                    sizes[key] = s
+                for item, res, err in _map(client, _size_unit, [(pipeline, str(store), u) for u in need],
+                                           progress=bar, window=window):
+                    if res is not None:
+                        sizes[res[0]] = res[1]
+                        continue
+                    unit = item[2]             # no slot: recorded as failed, the others go on
+                    report(f"FAILED {pipeline.name} unit {unit.key}: sizing: {err}")
+                    _write_record(store, pipeline.name, _failed_record(pipeline, unit, out, f"sizing: {err}"))
+                    todo = [u for u in todo if u.key != unit.key]
         slots, ends = _allocation(store, pipeline, units, sizes)
         attrs = pipeline.table_attrs(store)
         for t in pipeline.tables():
@@ -374,13 +404,18 @@ def run(pipeline: Pipeline, store, out, *, client=None, redo=False, redo_failed=
         for u in todo:
             _remove_record(store, pipeline.name, u.key)
             records.pop(u.key, None)
+        todo = [u for u in todo if slots.get(u.key)]
         _write_units_group(store, pipeline, units, slots, records)
         writer.consolidate()
         fault_point("units_allocated")
         items = [(pipeline, str(store), str(out), u, slots[u.key], writer.token) for u in todo]
         with Progress(f"{pipeline.name}: units", len(items), unit="units", enabled=progress) as bar:
-            for res in _map(client, _run_unit, items, progress=bar, window=window):
+            for item, res, err in _map(client, _run_unit, items, progress=bar, window=window):
                 summary.ran += 1
+                if res is None:
+                    unit = item[3]
+                    res = _failed_record(pipeline, unit, out, err)
+                    _write_record(store, pipeline.name, res)
                 if res["status"] == "failed":
                     report(f"FAILED {pipeline.name} unit {res['key']}: {res['reason']}")
                 for line in res["problems"]:

@@ -573,7 +573,7 @@ class SwasLevel1(Pipeline):
 
     def units(self, store, client=None):
         from reduce.io.store import Store
-        root = Store(store).open_group()
+        root = Store(store).open_group(indexes=False)     # nothing per scan is loaded
         seg = {k: np.asarray(v) for k, v in zip(UNIT_SEG_VARS, dask.compute(*[root[k].data for k in UNIT_SEG_VARS]))}
         chunk = int(root["aos490"].data.chunks[0][0]) if root.sizes["time"] else 1
         order = np.argsort(seg["first_scan"], kind="stable")
@@ -692,7 +692,7 @@ def _open_root(store):
     key = (store, state)
     if key not in _ROOTS:
         _ROOTS.clear()
-        _ROOTS[key] = Store(store).open_group()
+        _ROOTS[key] = Store(store).open_group(indexes=False)
     return _ROOTS[key]
 
 

@@ -246,3 +246,26 @@ def test_appended_day_recomputes_only_units_whose_inputs_changed(swas_raw, tmp_p
     co = open_level1(store)
     assert set(np.unique(co["segment"].values)) == {5001, 5002, 5003, 6001}
     assert co.sizes["coadd"] == third.counts["coadds"]
+
+
+def test_a_unit_whose_sizing_raises_is_one_failure_on_a_cluster(stores, tmp_path, monkeypatch):
+    """A task that raises on a worker (here: planning a unit) fails that unit only, with its reason."""
+    import cluster
+    store = _copy(stores, "swas", tmp_path)
+    units = SwasLevel1().units(store)
+    bad = units[1].key
+
+    class Broken(SwasLevel1):
+        def size_unit(self, store_, unit):
+            if unit.key == bad:
+                raise ValueError("metadata unreadable (injected)")
+            return super().size_unit(store_, unit)
+
+    from reduce.runner import run
+    with cluster.connect(n_workers=1, threads_per_worker=1, processes=False, dashboard=False) as client:
+        summary = run(Broken(), store, tmp_path / "out", client=client, report=print)
+    assert summary.exit_code == 1 and summary.units["failed"] == 1
+    assert summary.problems == [f"unit {units[1].label}: sizing: ValueError: metadata unreadable (injected)"]
+    assert summary.units["done"] == len(units) - 1
+    rec = read_records(store, "swas_level1")[bad]
+    assert rec["status"] == "failed" and "injected" in rec["reason"]
