@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the tests use as independent references
-DEBS   := fitsverify wcstools iraf iraf-noao montage
+# Debian packages the tests use: independent references, and the one-node SLURM
+# (slurm-wlm + munge) that tests/slurm_setup.py starts for the `slurm` tests
+DEBS   := fitsverify wcstools iraf iraf-noao montage slurm-wlm munge
 
 .PHONY: demo test install install-test debs bench clean
 
@@ -26,7 +27,7 @@ install-test: $(VENV)/.test
 demo: install
 	$(BIN)/skyreduce demo --out demo-output
 
-## debs: install the Debian tools the tests compare against (root or sudo)
+## debs: install the Debian tools the tests compare against and SLURM + munge (root or sudo)
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

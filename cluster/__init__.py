@@ -1,4 +1,7 @@
-"""Deployment of skyreduce on dask: ``connect()`` to a local cluster, a scheduler or a scheduler file.
+"""Deployment of skyreduce on dask: ``connect()`` to a local cluster, a scheduler or a scheduler
+file, or a cluster on a batch system (``backend`` slurm or pbs through dask-jobqueue, modules
+``cluster.slurm``, ``cluster.pbs``, shared parts and TLS credentials in ``cluster.batch``;
+slurm-allocation inside one ``srun``, ``cluster.allocation``).
 
 Defaults live in ``skyreduce-cluster.yaml`` under the dask config namespace
 ``skyreduce.cluster`` (registered at import, never written to disk);

@@ -1,4 +1,5 @@
-"""connect(): a dask ``Client`` on a local cluster, an existing scheduler or a scheduler file.
+"""connect(): a dask ``Client`` on a local cluster, an existing scheduler, a scheduler file or
+a batch system (SLURM, PBS through dask-jobqueue; see ``cluster.batch``).
 
 Options are resolved once, in :func:`resolve_options`, with the precedence
 explicit argument > dask config (``skyreduce.cluster.*``, defaults in
@@ -21,6 +22,8 @@ from dask.utils import parse_bytes, parse_timedelta
 from distributed import Client, LocalCluster, Security
 from distributed.system import MEMORY_LIMIT
 
+from cluster.batch import SECTIONS as _BATCH_SECTIONS
+from cluster.batch import BatchOptions, resolve_batch_options
 from reduce.errors import ReduceError
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,9 @@ class ClusterOptions:
     tls_ca_file: str | None
     tls_cert: str | None
     tls_key: str | None
+    tls: bool = True               # batch backends: TLS with generated credentials by default
+    shared_directory: str = "~/.skyreduce"  # seen by this machine and the compute nodes
+    batch: BatchOptions | None = None       # job settings (backends slurm, pbs, slurm-allocation)
 
     @property
     def joins_existing(self):
@@ -136,19 +142,34 @@ def _schedulers(scheduler, scheduler_file):
 def resolve_options(*, scheduler=None, scheduler_file=None, n_workers=None,
                     threads_per_worker=None, memory_limit=None, processes=None,
                     dashboard=None, tls_ca_file=None, tls_cert=None, tls_key=None,
-                    backend=None):
+                    backend=None, tls=None, jobs=None, min_jobs=None, max_jobs=None, queue=None,
+                    account=None, walltime=None, job_cores=None, job_memory=None,
+                    job_processes=None):
     """All options of :func:`connect` resolved: argument > dask config > machine default."""
     scheduler, scheduler_file = _schedulers(scheduler, scheduler_file)
+    backend = str(_pick("backend", backend))
+    job_kw = dict(jobs=jobs, min_jobs=min_jobs, max_jobs=max_jobs, queue=queue, account=account,
+                  walltime=walltime, job_cores=job_cores, job_memory=job_memory,
+                  job_processes=job_processes)
+    given = [k for k, v in job_kw.items() if v is not None]
+    joining = scheduler is not None or scheduler_file is not None
+    if given and (joining or backend not in ("slurm", "pbs")):
+        where = "the scheduler you join" if joining else f"backend {backend!r}"
+        raise ReduceError(f"{', '.join(given)} only apply to a cluster started on a batch "
+                          f"system (backend slurm or pbs), not to {where}")
+    batch = None
+    if backend in _BATCH_SECTIONS and not joining:
+        batch = resolve_batch_options(backend, **job_kw)
     processes = bool(_pick("processes", processes))
     n = _pick("n_workers", n_workers)
     t = _pick("threads_per_worker", threads_per_worker)
     n = None if n is None else _positive_int("n-workers", n)
     t = None if t is None else _positive_int("threads-per-worker", t)
     workers, threads = _size(processes, n, t, dask.system.CPU_COUNT)
-    tls = [_pick(k, v) for k, v in
-           (("tls_ca_file", tls_ca_file), ("tls_cert", tls_cert), ("tls_key", tls_key))]
+    files = [_pick(k, v) for k, v in
+             (("tls_ca_file", tls_ca_file), ("tls_cert", tls_cert), ("tls_key", tls_key))]
     return ClusterOptions(
-        backend=str(_pick("backend", backend)),
+        backend=backend,
         scheduler=None if scheduler is None else str(scheduler),
         scheduler_file=scheduler_file,
         timeout=parse_timedelta(_config("timeout"), "s"),
@@ -160,9 +181,12 @@ def resolve_options(*, scheduler=None, scheduler_file=None, n_workers=None,
         dashboard=bool(_pick("dashboard", dashboard)),
         dashboard_address=str(_config("dashboard-address")),
         silence_logs=_log_level(_config("silence-logs")),
-        tls_ca_file=None if tls[0] is None else str(tls[0]),
-        tls_cert=None if tls[1] is None else str(tls[1]),
-        tls_key=None if tls[2] is None else str(tls[2]),
+        tls_ca_file=None if files[0] is None else str(files[0]),
+        tls_cert=None if files[1] is None else str(files[1]),
+        tls_key=None if files[2] is None else str(files[2]),
+        tls=bool(_pick("tls", tls)),
+        shared_directory=str(_config("shared-directory") or "~/.skyreduce"),
+        batch=batch,
     )
 
 
@@ -200,8 +224,8 @@ def _security(opts, security, roles):
     return tls_security(*files, roles=roles)
 
 
-class LocalClusterClient(Client):
-    """A Client that owns its LocalCluster: closing the client closes the cluster too."""
+class OwningClient(Client):
+    """A Client that owns its cluster (local or batch): closing the client closes the cluster too."""
 
     def close(self, *args, **kwargs):
         cluster = self.cluster
@@ -210,6 +234,9 @@ class LocalClusterClient(Client):
         finally:
             if cluster is not None:
                 cluster.close()
+
+
+LocalClusterClient = OwningClient  # its first name
 
 
 def _dashboard_url(cluster, opts):
@@ -236,7 +263,7 @@ def _connect_local(opts, security, kw):
             security=sec, dashboard_address=opts.dashboard_address if opts.dashboard else None,
             scheduler_kwargs=scheduler_kwargs, silence_logs=opts.silence_logs, **kw)
     try:
-        client = LocalClusterClient(cluster, security=sec, timeout=opts.timeout)
+        client = OwningClient(cluster, security=sec, timeout=opts.timeout)
     except BaseException:
         cluster.close()
         raise
@@ -293,17 +320,27 @@ def _connect_existing(opts, security, kw):
 
 
 def _connect_batch(opts, security, kw):
-    raise ReduceError(f"{NAMESPACE}.backend {opts.backend!r} is not available yet "
-                      "(SLURM/PBS through dask-jobqueue comes later); use 'local' or a scheduler")
+    """Start a cluster on a batch system (modules cluster.slurm, cluster.pbs, cluster.allocation)."""
+    given = [k for k in _LOCAL_ONLY if kw.get(k) is not None]
+    if given:
+        raise ReduceError(f"{', '.join(given)} only apply to a local cluster; size the jobs of "
+                          f"backend {opts.backend!r} with jobs/min_jobs/max_jobs, job_cores, "
+                          "job_memory, job_processes (--jobs, --job-cores, ...)")
+    kw = {k: v for k, v in kw.items() if k not in _LOCAL_ONLY}
+    module = importlib.import_module(f"cluster.{_BATCH_MODULES[opts.backend]}")
+    return module.connect(opts, security, kw)
 
 
-_BACKENDS = {"local": _connect_local, "slurm": _connect_batch, "pbs": _connect_batch}
+_BATCH_MODULES = {"slurm": "slurm", "pbs": "pbs", "slurm-allocation": "allocation"}
+_BACKENDS = {"local": _connect_local, **dict.fromkeys(_BATCH_MODULES, _connect_batch)}
 
 
 def connect(*, scheduler=None, scheduler_file=None, n_workers=None, threads_per_worker=None,
             memory_limit=None, tls_ca_file=None, tls_cert=None, tls_key=None, security=None,
-            dashboard=None, processes=None, backend=None, **kw) -> Client:
-    """A ``distributed.Client`` on a new local cluster or on an existing scheduler.
+            dashboard=None, processes=None, backend=None, tls=None, jobs=None, min_jobs=None,
+            max_jobs=None, queue=None, account=None, walltime=None, job_cores=None,
+            job_memory=None, job_processes=None, **kw) -> Client:
+    """A ``distributed.Client`` on a new cluster (local or batch system) or an existing scheduler.
 
     Join a running scheduler with ``scheduler`` (``tcp://host:port`` or
     ``tls://host:port``) or ``scheduler_file`` (JSON written by
@@ -328,21 +365,39 @@ def connect(*, scheduler=None, scheduler_file=None, n_workers=None, threads_per_
     is tried.
 
     ``None`` means "from dask config ``skyreduce.cluster.*``, else the default
-    above". Other keywords go to ``LocalCluster`` or ``Client``. Use the result
-    as a context manager; closing it also closes a local cluster it started.
+    above". Other keywords go to ``LocalCluster`` (or the dask-jobqueue cluster) or
+    ``Client``. Use the result
+    as a context manager; closing it also closes a cluster it started.
+
+    Batch systems (``backend`` ``slurm`` or ``pbs``, through dask-jobqueue): the scheduler
+    runs in this process and each job runs ``job_processes`` workers; ``jobs`` fixes the
+    number of jobs, else it adapts between ``min_jobs`` and ``max_jobs``; ``queue``,
+    ``account``, ``walltime``, ``job_cores``, ``job_memory`` (per job) and the rest of the
+    job settings default to ``skyreduce.cluster.<slurm|pbs>.*``. Workers leave before the
+    walltime (``lifetime``, staggered) and the adaptive scaling replaces their jobs. These
+    clusters use TLS: unless credentials are given, a private CA and certificate are written
+    into a new folder (0700) under ``skyreduce.cluster.shared-directory`` and removed on
+    close; ``tls=False`` (``skyreduce.cluster.tls: false``) switches TLS off.
+    ``slurm-allocation`` runs scheduler, client and workers as the tasks of one ``srun``
+    (see ``cluster.allocation``).
     """
+    batch_kw = dict(jobs=jobs, min_jobs=min_jobs, max_jobs=max_jobs, queue=queue,
+                    account=account, walltime=walltime, job_cores=job_cores,
+                    job_memory=job_memory, job_processes=job_processes)
     opts = resolve_options(
         scheduler=scheduler, scheduler_file=scheduler_file, n_workers=n_workers,
         threads_per_worker=threads_per_worker, memory_limit=memory_limit,
         processes=processes, dashboard=dashboard, tls_ca_file=tls_ca_file,
-        tls_cert=tls_cert, tls_key=tls_key, backend=backend)
+        tls_cert=tls_cert, tls_key=tls_key, backend=backend, tls=tls, **batch_kw)
+    explicit = dict(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                    memory_limit=memory_limit, processes=processes)
     if opts.joins_existing:
-        explicit = dict(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                        memory_limit=memory_limit, processes=processes)
         return _connect_existing(opts, security, {**kw, **explicit})
     try:
         start = _BACKENDS[opts.backend]
     except KeyError:
         raise ReduceError(f"{NAMESPACE}.backend: unknown {opts.backend!r}, expected one of "
                           f"{', '.join(sorted(_BACKENDS))}") from None
+    if start is _connect_batch:
+        kw = {**kw, **explicit}
     return start(opts, security, kw)

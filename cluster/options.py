@@ -22,7 +22,12 @@ from cluster.connect import connect
 
 # argparse dest -> connect() keyword (the same names)
 _KEYWORDS = ("scheduler", "scheduler_file", "n_workers", "threads_per_worker", "memory_limit",
-             "tls_ca_file", "tls_cert", "tls_key", "dashboard")
+             "tls_ca_file", "tls_cert", "tls_key", "dashboard", "backend", "tls", "jobs",
+             "min_jobs", "max_jobs", "job_cores", "job_memory", "job_processes")
+# argparse dest -> connect() keyword, where they differ (the job options are all --job-*, so
+# that a command may keep --account, --partition, --time of its own, e.g. for an sbatch script)
+_RENAMED = {"job_queue": "queue", "job_account": "account", "job_walltime": "walltime"}
+BACKENDS = ("local", "slurm", "pbs", "slurm-allocation")
 
 
 def _positive_int(text):
@@ -32,6 +37,16 @@ def _positive_int(text):
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
 
 
@@ -65,10 +80,43 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     g.add_argument("--tls-key", metavar="F", help="TLS: this client's private key (PEM)")
     g.add_argument("--no-dashboard", dest="dashboard", action="store_const", const=False,
                    default=None, help="local cluster: start no dashboard")
+
+    b = parser.add_argument_group(
+        "batch system (dask-jobqueue)",
+        "--backend slurm|pbs starts the dask scheduler here and the workers in batch jobs "
+        "(defaults: skyreduce.cluster.slurm.* / .pbs.* in the dask config); workers leave "
+        "before the walltime and new jobs replace them. These clusters use TLS with "
+        "certificates written to a private folder under skyreduce.cluster.shared-directory "
+        "(default ~/.skyreduce, which the compute nodes must see). --backend slurm-allocation: "
+        "run the same command as every task of one srun (>= 3 tasks: scheduler, this "
+        "command, workers), for sites where jobs may not submit jobs")
+    b.add_argument("--backend", choices=BACKENDS,
+                   help="where a new cluster runs (default: skyreduce.cluster.backend, local)")
+    b.add_argument("--jobs", metavar="N", type=_positive_int,
+                   help="a fixed number of worker jobs (instead of --min-jobs/--max-jobs)")
+    b.add_argument("--min-jobs", metavar="N", type=_count,
+                   help="adaptive scaling: keep at least N jobs (default 1)")
+    b.add_argument("--max-jobs", metavar="N", type=_positive_int,
+                   help="adaptive scaling: at most N jobs (default 4)")
+    b.add_argument("--job-queue", metavar="Q",
+                   help="SLURM partition (-p) or PBS queue (-q) of the worker jobs")
+    b.add_argument("--job-account", metavar="A", help="account charged for the worker jobs (-A)")
+    b.add_argument("--job-walltime", metavar="T",
+                   help="walltime per worker job, e.g. 02:00:00 (default 01:00:00)")
+    b.add_argument("--job-cores", metavar="N", type=_positive_int,
+                   help="CPU cores per job (default 4)")
+    b.add_argument("--job-memory", metavar="S", type=_memory,
+                   help="memory per job, e.g. 16GiB (default 16GiB)")
+    b.add_argument("--job-processes", metavar="N", type=_positive_int,
+                   help="worker processes per job (default: one per core)")
+    b.add_argument("--no-tls", dest="tls", action="store_const", const=False, default=None,
+                   help="batch cluster without TLS (plain TCP: anyone who reaches the "
+                        "scheduler can run code as you)")
     return parser
 
 
 def connect_from_args(args: argparse.Namespace, **kw) -> Client:
     """``cluster.connect`` with the options parsed by :func:`add_cluster_arguments`."""
     options = {name: getattr(args, name, None) for name in _KEYWORDS}
+    options.update({kw: getattr(args, dest, None) for dest, kw in _RENAMED.items()})
     return connect(**options, **kw)

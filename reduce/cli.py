@@ -71,6 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", parents=[parent],
                             help="simulate a small SWAS and MIPS set, ingest both and reduce them to level-1 products")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for everything (default demo-output)")
+
+    p = commands.add_parser("batch", parents=[parent],
+                            help="reprocess a whole mission from a manifest: ingest what is new, reduce every unit "
+                                 "not yet done, write the status table (resumable; for sbatch)")
+    p.add_argument("manifest", type=Path, metavar="MANIFEST", help="YAML (or .toml) manifest, see reduce/batch.py")
+    redo = p.add_mutually_exclusive_group()
+    redo.add_argument("--redo", action="store_true", help="recompute every unit, also those already done")
+    redo.add_argument("--redo-failed", action="store_true", help="retry the units that failed before")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another writer's lock on a store (default: refuse at once)")
+    s = p.add_argument_group("sbatch script", "--print-sbatch prints the SLURM job script that runs this command "
+                             "in one allocation (and creates OUTPUT/logs/ for its log); directives: these options, "
+                             "else the manifest's sbatch: section, else the defaults")
+    s.add_argument("--print-sbatch", action="store_true", help="print the job script and exit (runs nothing)")
+    s.add_argument("--partition", metavar="P", help="#SBATCH --partition")
+    s.add_argument("--account", metavar="A", help="#SBATCH --account")
+    s.add_argument("--time", metavar="T", help="#SBATCH --time (default 24:00:00)")
+    s.add_argument("--cpus", metavar="N", type=int, help="#SBATCH --cpus-per-task = dask workers (default 8)")
+    s.add_argument("--mem", metavar="M", help="#SBATCH --mem (default 32G)")
+    s.add_argument("--job-name", metavar="NAME", help="#SBATCH --job-name (default skyreduce-batch)")
     return parser
 
 
@@ -92,6 +112,8 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     from cluster.options import connect_from_args
 
+    if args.command == "batch":              # reads its manifest (and cluster config) before connecting
+        return _batch(args)
     with connect_from_args(args) as client:
         if args.command == "simulate":
             return _simulate(args, client)
@@ -193,6 +215,36 @@ def _demo(args, client):
         print(f"    problem: {line}")
     print("  open the stores with xarray.open_datatree(path, engine='zarr'), or reduce.swas.open_store(path)")
     return max(codes)
+
+
+def _batch(args):
+    """``skyreduce batch MANIFEST``: validate the manifest, apply its cluster section, run, print the table."""
+    import dask
+
+    from cluster.options import connect_from_args
+
+    from .batch import ManifestError, cluster_config, load_manifest, render_sbatch, run_batch
+
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError as exc:
+        for line in exc.problems:
+            print(f"skyreduce: error: {line}", file=sys.stderr)
+        return 2
+    if args.print_sbatch:
+        options = ["--redo"] if args.redo else ["--redo-failed"] if args.redo_failed else []
+        text = render_sbatch(manifest, partition=args.partition, time=args.time, cpus=args.cpus, mem=args.mem,
+                             account=args.account, job_name=args.job_name, options=options)
+        (manifest.output / "logs").mkdir(parents=True, exist_ok=True)
+        print(text, end="")
+        return 0
+    report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    with dask.config.set(cluster_config(manifest)):
+        with connect_from_args(args) as client:
+            result = run_batch(manifest, client=client, redo=args.redo, redo_failed=args.redo_failed,
+                               progress=not args.quiet, report=report, wait=args.wait)
+    print(result.text())
+    return result.exit_code
 
 
 if __name__ == "__main__":

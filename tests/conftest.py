@@ -9,6 +9,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REFERENCE = SHARED / "reference"
 
+# session fixture `slurm_cluster`: a one-node SLURM (munged, slurmctld, slurmd) for the `slurm` tests
+from slurm_setup import slurm_cluster  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def reference_dir():
@@ -57,6 +60,23 @@ class HalfThenDiskFull:
     def write(self, content):
         self.fh.write(content[:len(content) // 2])
         raise OSError("disk full")
+
+
+VOLATILE_CARDS = {"DATE", "CHECKSUM", "DATASUM"}
+
+
+def fits_products(out):
+    """{relative path: [(header cards without DATE and checksums, data bytes)] per HDU} of every FITS
+    file under ``out``: two runs that made the same products compare equal."""
+    import numpy as np
+    from astropy.io import fits
+    res = {}
+    for p in sorted(Path(out).rglob("*.fits")):
+        with fits.open(p) as hdul:
+            res[str(p.relative_to(out))] = [
+                ([(c.keyword, str(c.value)) for c in h.header.cards if c.keyword not in VOLATILE_CARDS],
+                 None if h.data is None else np.ascontiguousarray(h.data).tobytes()) for h in hdul]
+    return res
 
 
 def sha256_tree(folder):

@@ -231,7 +231,8 @@ UNIT_COORDS = ("aorkey", "dceid", "source_file", "calset")
 
 
 def _aor_runs(offset, aorkey, dceid, source_file, calset):
-    """[(aorkey, start, stop, hash)] of the runs of equal AORKEY in one block of per-DCE coordinates."""
+    """[(aorkey, start, stop, hash, calibration sets used)] of the runs of equal AORKEY in one block
+    of per-DCE coordinates."""
     aorkey = np.asarray(aorkey)
     if aorkey.size == 0:
         return []
@@ -240,7 +241,8 @@ def _aor_runs(offset, aorkey, dceid, source_file, calset):
     stops = np.concatenate([edges, [aorkey.size]])
     src = np.asarray(source_file).astype(object).astype(str)
     return [(int(aorkey[a]), offset + int(a), offset + int(b),
-             hash_strings(f"{int(dceid[i])}:{src[i]}:{int(calset[i])}" for i in range(a, b)))
+             hash_strings(f"{int(dceid[i])}:{src[i]}:{int(calset[i])}" for i in range(a, b)),
+             sorted({int(k) for k in np.asarray(calset)[a:b]}))
             for a, b in zip(starts, stops)]
 
 
@@ -295,16 +297,17 @@ class MipsBcd(Pipeline):
             blocks = [[c.blocks[i] for c in cols] for i in range(len(edges) - 1)]
             tasks = [dask.delayed(_aor_runs)(int(edges[i]), *blk) for i, blk in enumerate(blocks)]
             runs = [r for part in dask.compute(*tasks, scheduler=client or "sync") for r in part]
-            calsets = json.dumps(ds.attrs.get("calibration_sets", []), sort_keys=True)
+            sets = ds.attrs.get("calibration_sets", [])
             by_aor = {}
-            for aor, a, b, h in runs:
-                by_aor.setdefault(aor, []).append((a, b, h))
+            for aor, a, b, h, used in runs:
+                by_aor.setdefault(aor, []).append((a, b, h, used))
             for aor, parts in sorted(by_aor.items(), key=lambda kv: kv[1][0][0]):
-                n = sum(b - a for a, b, _ in parts)
+                n = sum(p[1] - p[0] for p in parts)
+                used = sorted({k for p in parts for k in p[3]})   # the unit's input: its DCEs and their calibration
+                cal = [json.dumps(sets[k] if 0 <= k < len(sets) else None, sort_keys=True) for k in used]
                 key = f"m{BAND[chnl]}-{aor}"
-                units.append(Unit(key, f"MIPS {BAND[chnl]} um AOR {aor}",
-                                  hash_strings([h for _, _, h in parts] + [calsets]),
-                                  {"chnlnum": chnl, "aorkey": aor, "rows": [[a, b] for a, b, _ in parts]},
+                units.append(Unit(key, f"MIPS {BAND[chnl]} um AOR {aor}", hash_strings([p[2] for p in parts] + cal),
+                                  {"chnlnum": chnl, "aorkey": aor, "rows": [[p[0], p[1]] for p in parts]},
                                   sizes={TABLES[chnl].name: n}))
         return units
 

@@ -218,6 +218,8 @@ def _run_unit(pipeline: Pipeline, store, out, unit: Unit, slots: dict, token: st
                 files, problems = pipeline.export_unit(store, out, unit, result, slots)
                 rec["files"] = files
                 rec["problems"] += problems
+                if problems:                   # products missing: a failure that --redo-failed retries
+                    rec.update(status="failed", reason=f"export: {len(problems)} problem(s), the rest written")
     except Exception as exc:  # noqa: BLE001 - one unit's failure is reported, the run goes on
         rec.update(status="failed", reason=f"{stage}: {type(exc).__name__}: {exc}")
         rec["log"].append(traceback.format_exc(limit=8))
@@ -236,8 +238,8 @@ def _size_unit(pipeline, store, unit):
 
 
 # ---------------------------------------------------------------- client side
-def _map(client, fn, items, *, progress: Progress, window: int):
-    """Yield (item, fn(*item) or None, error text) as tasks finish, at most ``window`` in flight on
+def _map(client, fn, items, *, progress: Progress, window):
+    """Yield (item, fn(*item) or None, error text) as tasks finish, at most ``window()`` in flight on
     the cluster (in this process, one after the other, without one). A task that raises or is lost
     with its worker gives its error text; the others go on."""
     if client is None:
@@ -260,7 +262,7 @@ def _map(client, fn, items, *, progress: Progress, window: int):
 
     for item in items:
         submit(item)
-        if pending.count() >= window:
+        if pending.count() >= window():
             break
     for fut in pending:
         item = of.pop(fut.key)
@@ -272,8 +274,10 @@ def _map(client, fn, items, *, progress: Progress, window: int):
             result, err = None, f"{type(exc).__name__}: {exc}"
         fut.release()
         progress.advance()
-        nxt = next(items, None)
-        if nxt is not None:
+        while pending.count() < window():
+            nxt = next(items, None)
+            if nxt is None:
+                break
             submit(nxt)
         yield item, result, err
 
@@ -363,6 +367,21 @@ def _stale(rec, unit, phash, out, redo_failed):
     return redo_failed and rec.get("status") == "failed"
 
 
+def _window(client, per_worker, floor=8):
+    """Units in flight at most: ``per_worker`` for each worker there now (a batch cluster's workers
+    come and go), at least ``floor`` so that an adaptive cluster sees work to scale up for."""
+    if client is None:
+        return lambda: 1
+    seen = {"at": -1.0, "n": 0}
+
+    def window():
+        now = time.monotonic()
+        if now - seen["at"] > 1.0:            # ask the scheduler at most once a second
+            seen.update(at=now, n=len(client.scheduler_info(n_workers=-1)["workers"]))
+        return max(floor, per_worker * seen["n"])
+    return window
+
+
 def run(pipeline: Pipeline, store, out, *, client=None, redo=False, redo_failed=False, progress=False,
         report=print, wait=0.0, window_per_worker=2) -> RunSummary:
     """Run ``pipeline`` over every unit of ``store`` not yet done; products under ``out``."""
@@ -371,8 +390,7 @@ def run(pipeline: Pipeline, store, out, *, client=None, redo=False, redo_failed=
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     summary = RunSummary(pipeline.name, str(store), str(out))
-    nworkers = len(client.scheduler_info()["workers"]) if client is not None else 1
-    window = max(2, window_per_worker * nworkers)
+    window = _window(client, window_per_worker)
     with StoreWriter(store, pipeline.store_schema, wait=wait) as writer:
         units = pipeline.units(store, client)
         records = read_records(store, pipeline.name)

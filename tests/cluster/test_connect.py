@@ -131,7 +131,7 @@ def test_memory_limit_string():
         ({"n_workers": 0}, "n-workers: expected a positive integer"),
         ({"threads_per_worker": 1.5}, "threads-per-worker: expected a positive integer"),
         ({"memory_limit": "12 parsecs"}, "memory-limit: expected bytes"),
-        ({"backend": "slurm"}, "'slurm' is not available yet"),
+        ({"backend": "slurm", "n_workers": 2}, "n_workers only apply to a local cluster"),
         ({"backend": "cloud"}, "unknown 'cloud'"),
     ],
 )
@@ -330,7 +330,7 @@ def test_cli_defaults_are_none(monkeypatch):
     calls = []
     monkeypatch.setattr(co, "connect", lambda **kw: calls.append(kw))
     connect_from_args(_parser().parse_args([]))
-    assert calls == [dict.fromkeys(co._KEYWORDS)]
+    assert calls == [dict.fromkeys([*co._KEYWORDS, *co._RENAMED.values()])]
 
 
 def test_cli_parses_into_connect_call(monkeypatch):
@@ -343,7 +343,10 @@ def test_cli_parses_into_connect_call(monkeypatch):
     connect_from_args(args)
     assert calls == [dict(scheduler="tls://head:8786", scheduler_file=None, n_workers=4,
                           threads_per_worker=2, memory_limit="4GiB", tls_ca_file="ca.pem",
-                          tls_cert="c.pem", tls_key="k.pem", dashboard=False)]
+                          tls_cert="c.pem", tls_key="k.pem", dashboard=False,
+                          **dict.fromkeys(["backend", "tls", "jobs", "min_jobs", "max_jobs",
+                                           "job_cores", "job_memory", "job_processes", "queue",
+                                           "account", "walltime"]))]
     connect_from_args(_parser().parse_args(["--scheduler-file", "s.json"]))
     assert calls[1]["scheduler_file"] == "s.json" and calls[1]["scheduler"] is None
 

@@ -1,0 +1,42 @@
+"""A small mission (2 SWAS days, 2 MIPS AORs) through `sbatch` of the documented job script on the
+one-node SLURM of the test setup: the products and the status table equal a LocalCluster run's."""
+import textwrap
+
+import pytest
+from conftest import fits_products
+
+from reduce.batch import render_sbatch, run_batch
+
+
+def _mission(folder, swas_raw, mips_raw):
+    folder.mkdir(parents=True)
+    path = folder / "mission.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        output: out
+        swas:
+          raw: [{swas_raw / 'day5'}, {swas_raw / 'day6'}]
+          store: swas.zarr
+        mips:
+          raw: [{mips_raw}]
+          store: mips.zarr
+        """))
+    return path
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sbatch_of_the_documented_script_equals_a_local_run(slurm_cluster, swas_raw, mips_raw, tmp_path):
+    local = _mission(tmp_path / "local", swas_raw, mips_raw)
+    assert run_batch(local, report=print).exit_code == 0
+    batch = _mission(tmp_path / "slurm", swas_raw, mips_raw)
+    script = render_sbatch(batch, partition=slurm_cluster.partition, cpus=2, mem="6G", time="00:20:00")
+    (tmp_path / "slurm" / "out" / "logs").mkdir(parents=True)
+    job = slurm_cluster.submit(script, cwd=tmp_path / "slurm")
+    assert slurm_cluster.wait(job, timeout=600) == "COMPLETED", slurm_cluster.job(job)
+    assert slurm_cluster.job(job)["ExitCode"] == "0:0"
+    log = (tmp_path / "slurm" / "out" / "logs" / f"skyreduce-batch-{job}.log").read_text()
+    assert f"job {job}" in log and "2 workers" in log and "exit status 0" in log, log
+    assert fits_products(tmp_path / "slurm" / "out") == fits_products(tmp_path / "local" / "out")
+    assert len(fits_products(tmp_path / "local" / "out")) > 100
+    assert (tmp_path / "slurm" / "out" / "status.tsv").read_text() == \
+        (tmp_path / "local" / "out" / "status.tsv").read_text()
