@@ -32,6 +32,22 @@ def require_tool(name):
     return path
 
 
+@pytest.fixture(autouse=True)
+def _dask_scheduler_config_restored():
+    """A distributed Client that fails in its __init__ (the TLS refusal tests) leaves dask's global
+    config at scheduler='dask.distributed' (distributed's behaviour); put back what was there so
+    that no later test computes against a cluster that is gone."""
+    keys = ("scheduler", "shuffle")
+    before = {k: dask.config.get(k, None) for k in keys}
+    yield
+    for key, value in before.items():
+        if dask.config.get(key, None) != value:
+            if value is None:
+                dask.config.config.pop(key, None)
+            else:
+                dask.config.set({key: value})
+
+
 class _RaiseOnCompute:
     """A dask scheduler that raises whenever something tries to compute."""
 

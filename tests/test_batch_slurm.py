@@ -40,3 +40,29 @@ def test_sbatch_of_the_documented_script_equals_a_local_run(slurm_cluster, swas_
     assert len(fits_products(tmp_path / "local" / "out")) > 100
     assert (tmp_path / "slurm" / "out" / "status.tsv").read_text() == \
         (tmp_path / "local" / "out" / "status.tsv").read_text()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_backend_slurm_from_the_client_equals_a_local_run(slurm_cluster, swas_raw, mips_raw, tmp_path):
+    """The same mission with the workers in SLURM jobs (dask-jobqueue, TLS) started by the client."""
+    import dask
+
+    from cluster.connect import connect
+    local = _mission(tmp_path / "local", swas_raw, mips_raw)
+    assert run_batch(local, report=print).exit_code == 0
+    remote = _mission(tmp_path / "remote", swas_raw, mips_raw)
+    (tmp_path / "logs").mkdir()
+    with dask.config.set({"skyreduce.cluster.shared-directory": str(tmp_path / "shared"),
+                          "skyreduce.cluster.slurm.interface": "lo",
+                          "skyreduce.cluster.slurm.log-directory": str(tmp_path / "logs")}):
+        with connect(backend="slurm", jobs=2, job_cores=1, job_memory=f"{slurm_cluster.def_mem_per_cpu_mb * 2}MiB",
+                     walltime="00:20:00", queue=slurm_cluster.partition, dashboard=False) as client:
+            client.wait_for_workers(2, timeout=180)
+            jobs = [job.job_id for job in client.cluster.workers.values()]
+            assert all(slurm_cluster.state(j) == "RUNNING" for j in jobs)
+            result = run_batch(remote, client=client, report=print)
+    assert result.exit_code == 0, result.text()
+    assert fits_products(tmp_path / "remote" / "out") == fits_products(tmp_path / "local" / "out")
+    assert (tmp_path / "remote" / "out" / "status.tsv").read_text() == \
+        (tmp_path / "local" / "out" / "status.tsv").read_text()

@@ -317,6 +317,8 @@ def test_import_keeps_sigint_handler():
     """dask-jobqueue sets SIGINT -> sys.exit() when imported; cluster.batch.jobqueue() undoes it."""
     code = textwrap.dedent("""
         import signal
+        # as in an interactive command (a batch job or `nohup` may start Python with SIGINT ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from cluster import batch
         before = signal.getsignal(signal.SIGINT)
         batch.jobqueue()
