@@ -197,21 +197,14 @@ def _demo(args, client):
         summaries[instrument] = summary = reduce_fn(out / f"{instrument}.zarr", out / "products" / instrument,
                                                     client=client, progress=not args.quiet, report=report)
         codes.append(summary.exit_code)
-    s, m = summaries["swas"], summaries["mips"]
-    c = m.counts
     print()
     print(f"demo in {out}: raw files {out / 'raw'}, stores {out / 'swas.zarr'} and {out / 'mips.zarr'}")
     print(f"  SWAS level 1 -> {out / 'products' / 'swas'} (one folder per target, iraf/ and class/ FITS, "
           "reduction.log)")
-    print(f"    segments {s.counts.get('segments reduced', 0)} reduced / {s.counts.get('segments excluded', 0)} "
-          f"excluded / {s.counts.get('segments failed', 0)} failed; coadds {s.counts.get('coadds', 0)}; "
-          f"targets {s.counts.get('targets', 0)}; files {s.files}")
+    print("\n".join(summaries["swas"].lines))
     print(f"  MIPS BCDs    -> {out / 'products' / 'mips'} (_bcd, _bunc, _bbmsk FITS per DCE)")
-    for band in (24, 70, 160):
-        if f"{band} um DCEs" in c:
-            print(f"    {band:>3} um: DCEs {c[f'{band} um DCEs']} / BCDs {c[f'{band} um BCDs']} / "
-                  f"skipped {c[f'{band} um skipped']}")
-    for line in s.problems + m.problems:
+    print("\n".join(summaries["mips"].lines))
+    for line in summaries["swas"].problems + summaries["mips"].problems:
         print(f"    problem: {line}")
     print("  open the stores with xarray.open_datatree(path, engine='zarr'), or reduce.swas.open_store(path)")
     return max(codes)

@@ -390,6 +390,24 @@ class StoreWriter(Store):
         check_lock_token(self.path, self.token)
 
 
+_OPENED: dict = {}
+
+
+def open_committed(path, group: str = "") -> xr.Dataset:
+    """``Store(path).open_group(group, indexes=False)``, opened once per process and commit.
+
+    For the runner's tasks: a worker that runs many units of one store opens each group once;
+    a new commit (``state.json`` rewritten) opens it again. No pandas index is built, so nothing
+    per scan or per DCE is held in memory."""
+    state = (Path(path) / META / "state.json").stat().st_mtime_ns
+    key = (str(path), group, state)
+    if key not in _OPENED:
+        if len(_OPENED) > 8:
+            _OPENED.clear()
+        _OPENED[key] = Store(path).open_group(group, indexes=False)
+    return _OPENED[key]
+
+
 def _run_async(coro):
     """Run a coroutine on zarr's event loop (as zarr's own synchronous API does)."""
     from zarr.core.sync import sync

@@ -20,8 +20,8 @@ import numpy as np
 import xarray as xr
 
 from .. import __version__
-from ..io.store import Store, _quiet_zarr
-from ..runner import Pipeline, TableSpec, Unit, UnitResult, hash_strings, open_table, run
+from ..io.store import Store, open_committed
+from ..runner import Pipeline, TableSpec, Unit, UnitResult, hash_strings, open_table, read_slot, run
 from ..schemas import group_spec, load_schema, validate_group
 from .bcd import BCD_SCHEMA, DCE_CODES, GROUPS, PIPELINE_VERSION, RAW_GROUPS, mask_bits
 from .calib import BAND, CalTable
@@ -246,19 +246,6 @@ def _aor_runs(offset, aorkey, dceid, source_file, calset):
             for a, b in zip(starts, stops)]
 
 
-_RAW = {}
-
-
-def _open_raw(store, chnlnum):
-    """The raw group of one array (lazy), opened once per process and store commit."""
-    state = (Path(store) / ".skyreduce" / "state.json").stat().st_mtime_ns
-    key = (str(store), chnlnum, state)
-    if key not in _RAW:
-        _RAW.clear()
-        _RAW[key] = Store(store).open_group(RAW_GROUPS[chnlnum], indexes=False)
-    return _RAW[key]
-
-
 @dataclass(frozen=True)
 class MipsBcd(Pipeline):
     """MIPS raw -> level-1 BCDs on the runner: a unit is one AOR of one array; its BCDs go to
@@ -275,7 +262,7 @@ class MipsBcd(Pipeline):
         out = {}
         for chnl, t in TABLES.items():
             try:
-                sets = _open_raw(store, chnl).attrs.get("calibration_sets", [])
+                sets = open_committed(store, RAW_GROUPS[chnl]).attrs.get("calibration_sets", [])
             except Exception:  # noqa: BLE001 - a store without that array
                 sets = []
             out[t.name] = {"chnlnum": chnl, "band_um": BAND[chnl], "pipeline_version": PIPELINE_VERSION,
@@ -287,7 +274,7 @@ class MipsBcd(Pipeline):
         units = []
         for chnl in (1, 2, 3):
             try:
-                ds = _open_raw(store, chnl)
+                ds = open_committed(store, RAW_GROUPS[chnl])
             except Exception:  # noqa: BLE001 - a store without that group
                 continue
             if ds.sizes["dce"] == 0:
@@ -314,7 +301,7 @@ class MipsBcd(Pipeline):
     def _plan(self, store, unit):
         chnl = unit.info["chnlnum"]
         idx = np.concatenate([np.arange(a, b) for a, b in unit.info["rows"]])
-        plan = plan_bcd(_open_raw(store, chnl).isel(dce=idx), chnl, params=self.params)
+        plan = plan_bcd(open_committed(store, RAW_GROUPS[chnl]).isel(dce=idx), chnl, params=self.params)
         plan.source = str(store)
         return plan
 
@@ -340,11 +327,8 @@ class MipsBcd(Pipeline):
         from .bcd_export import write_bcd_files
         chnl = unit.info["chnlnum"]
         table = TABLES[chnl]
-        start = slots[table.name][0]
         n = sum(b - a for a, b in unit.info["rows"])
-        with _quiet_zarr():
-            done = xr.open_zarr(store, group=table.path, consolidated=False, chunks=None)
-        done = done.isel(dce=slice(start, start + n)).load()
+        done = read_slot(store, table, slots[table.name][0], n)
         done.attrs = dict(result.context["attrs"])
         if not (done.status.values.astype(object).astype(str) == "ok").any():
             return 0, []

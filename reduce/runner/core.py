@@ -31,7 +31,7 @@ import logging
 import os
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
@@ -43,7 +43,7 @@ from ..faults import fault_point
 from ..io.atomic import atomic_write_text, remove_stale_temporaries
 from ..io.store import META, StoreWriter, _quiet_zarr, check_lock_token
 from ..progress import Progress
-from .tables import TableSpec, ensure_table, units_path, write_slot
+from .tables import TableSpec, ensure_table, open_units, units_path, write_slot
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def _allocation(store, pipeline, units, sizes):
     """Slots {key: {table: (start, capacity)}} in unit order; kept from the units group
     where a unit's slot still fits, new slots at the end of the tables otherwise."""
     tables = pipeline.tables()
-    old = _read_units_group(store, pipeline)
+    old = open_units(store, tables[0])
     ends = {t.name: 0 for t in tables}
     kept = {}
     if old is not None:
@@ -323,16 +323,6 @@ def _allocation(store, pipeline, units, sizes):
 
 def _strings(values) -> list[str]:
     return [str(v) for v in values]
-
-
-def _read_units_group(store, pipeline):
-    tables = pipeline.tables()
-    path = units_path(tables[0])
-    try:
-        with _quiet_zarr():
-            return xr.open_zarr(store, group=path, consolidated=False).load()
-    except Exception:  # noqa: BLE001 - no units group yet
-        return None
 
 
 def _write_units_group(store, pipeline, units, slots, records):
@@ -464,7 +454,3 @@ def hash_strings(parts) -> str:
         h.update(str(p).encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
-
-
-def record_dict(rec) -> dict:
-    return asdict(rec) if hasattr(rec, "__dataclass_fields__") else dict(rec)

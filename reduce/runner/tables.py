@@ -148,6 +148,13 @@ def open_table(store, table: TableSpec, units: xr.Dataset | None = None) -> xr.D
     return ds.isel({table.row_dim: index})
 
 
+def read_slot(store, table: TableSpec, start: int, n_rows: int) -> xr.Dataset:
+    """The first ``n_rows`` rows of a unit's slot starting at ``start``, loaded (numpy)."""
+    with _quiet_zarr():
+        ds = xr.open_zarr(store, group=table.path, consolidated=False, chunks=None)
+    return ds.isel({table.row_dim: slice(start, start + n_rows)}).load()
+
+
 def units_path(table: TableSpec) -> str:
     return load_schema(table.schema)["units_group"]
 

@@ -41,7 +41,8 @@ from reduce.swas.kernels.pair import PairStepParams, plan_pairs
 from reduce.swas.physics import BANDS_BY_NAME, C_KMS, EDGE_CHANNELS
 from reduce.swas.steps import calibrate, check, coadd, flag, pair
 
-from reduce.runner import Pipeline, TableSpec, Unit, UnitResult, hash_strings, open_table, run
+from reduce.io.store import open_committed
+from reduce.runner import Pipeline, TableSpec, Unit, UnitResult, hash_strings, open_table, read_slot, run
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +224,11 @@ COADD_UNITS = {"dlam": "arcmin", "dbet": "arcmin", "on_time": "s", "time_start":
                "vlsr_ref": "km/s", "cdelt_vel": "km/s"}
 
 
-def _provenance(step, params):
-    return f"{step}: skyreduce {__version__} reduce.swas.steps.{step} {params!r}"
+def provenance(params):
+    """{step: 'step: skyreduce VERSION reduce.swas.steps.step PARAMS'} of the five steps, in seed order."""
+    steps = (("check", params.check), ("pair", params.pair), ("flag", params.flag), ("coadd", params.coadd),
+             ("calibrate", params.cal))
+    return {step: f"{step}: skyreduce {__version__} reduce.swas.steps.{step} {p!r}" for step, p in steps}
 
 
 def load_metadata(ds):
@@ -349,10 +353,7 @@ def plan_segments(ds, params=Params(), *, only=None, row0=0):
     chunk = chunks[0][0] if chunks else max(n_time, 1)
     batches = _batches(segs, chunk, params.batch_scans)
     segs = [sp for b in batches for sp in b.segs]
-    prov = {"check": _provenance("check", params.check), "pair": _provenance("pair", params.pair),
-            "flag": _provenance("flag", params.flag), "coadd": _provenance("coadd", params.coadd),
-            "calibrate": _provenance("calibrate", params.cal)}
-    return Plan(params, uuid.uuid4().hex[:10], segs, batches, reports, scan_flags, prov,
+    return Plan(params, uuid.uuid4().hex[:10], segs, batches, reports, scan_flags, provenance(params),
                 scantype=m["scantype"].astype(np.int8))
 
 
@@ -561,10 +562,8 @@ class SwasLevel1(Pipeline):
         return list(TABLES)
 
     def table_attrs(self, store):
-        plan_prov = [_provenance(s, p) for s, p in (("check", self.params.check), ("pair", self.params.pair),
-                                                     ("flag", self.params.flag), ("coadd", self.params.coadd),
-                                                     ("calibrate", self.params.cal))]
-        common = {"software": f"skyreduce {__version__}", "history": json.dumps(plan_prov)}
+        common = {"software": f"skyreduce {__version__}",
+                  "history": json.dumps(list(provenance(self.params).values()))}
         return {"coadds": {**common, "edge_note": "edge_channels = 25 + largest integer shift + 3",
                            "axis_note": S_coadd.__doc__.split("Axis:")[1].strip().replace("\n", " ")},
                 "pairs": {**common, "criteria": json.dumps(list(self.params.flag.kernel.criteria))},
@@ -601,7 +600,7 @@ class SwasLevel1(Pipeline):
 
     def _cut(self, store, unit):
         a, b = unit.info["rows"]
-        return _open_root(str(store)).isel(time=slice(a, b), segment=unit.info["segments"]), a, b
+        return open_committed(store).isel(time=slice(a, b), segment=unit.info["segments"]), a, b
 
     def size_unit(self, store, unit):
         ds, a, b = self._cut(store, unit)
@@ -641,11 +640,7 @@ class SwasLevel1(Pipeline):
         n = int(result.counts["coadds"])
         if n == 0:
             return 0, []
-        start = slots["coadds"][0]
-        from reduce.io.store import _quiet_zarr
-        with _quiet_zarr():
-            co = xr.open_zarr(store, group="level1/coadds", consolidated=False, chunks=None)
-        co = co.isel(coadd=slice(start, start + n)).load()
+        co = read_slot(store, TABLES[0], slots["coadds"][0], n)
         co.attrs = dict(result.context["attrs"])
         failures = []
         files = write_products(co, out, log=log, failures=failures, top_index=False)
@@ -666,7 +661,7 @@ class SwasLevel1(Pipeline):
         lines = [f"skyreduce {__version__} SWAS level-0.5 -> level-1 reduction", f"store: {store}",
                  f"output: {out}", f"run: {_time.strftime('%Y-%m-%dT%H:%M:%SZ', _time.gmtime())}", "",
                  "steps and parameters:"]
-        lines += [f"  {h}" for h in json.loads(self.table_attrs(store)["coadds"]["history"])]
+        lines += [f"  {h}" for h in provenance(self.params).values()]
         lines += ["", "units (segments, flag statistics: pairs flagged / tested per criterion and receiver):"]
         for rec in records:
             lines.append(f"unit {rec['label']}: {rec['status']}" + (f": {rec['reason']}" if rec["reason"] else ""))
@@ -676,24 +671,10 @@ class SwasLevel1(Pipeline):
         atomic_write_text(Path(out) / "reduction.log", "\n".join(lines))
 
 
-_ROOTS = {}
-
-
 def open_store(store):
     """The SWAS level-0.5 store's root group: lazy (dask), cut to the last commit, validated."""
     from reduce.io.store import Store
     return Store(store).open_group()
-
-
-def _open_root(store):
-    """The store's root group (lazy), opened once per process and store commit."""
-    from reduce.io.store import Store
-    state = (Path(store) / ".skyreduce" / "state.json").stat().st_mtime_ns
-    key = (store, state)
-    if key not in _ROOTS:
-        _ROOTS.clear()
-        _ROOTS[key] = Store(store).open_group(indexes=False)
-    return _ROOTS[key]
 
 
 def open_level1(store, table="coadds"):
