@@ -16,6 +16,7 @@ then the client's growth per mission day between the shortest and the longest mi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -46,12 +47,32 @@ def prepare(root: Path, days: int) -> Path:
 CLUSTER = """
 import sys, time
 from distributed import LocalCluster
-c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+c = LocalCluster(n_workers=int(sys.argv[2]), threads_per_worker=1, processes=True, dashboard_address=None,
                  memory_limit="8GiB", scheduler_kwargs={"host": "127.0.0.1"})
 import json; open(sys.argv[1], "w").write(json.dumps({"address": c.scheduler_address}))
 while True:
     time.sleep(1)
 """
+
+
+@contextlib.contextmanager
+def local_cluster(root: Path, n_workers: int = 2):
+    """A LocalCluster of ``n_workers`` single-threaded worker processes, with its scheduler, in a process
+    of its own (not the client's); yields its scheduler file."""
+    sched = root / "scheduler.json"
+    sched.unlink(missing_ok=True)
+    cluster = subprocess.Popen([sys.executable, "-c", CLUSTER, str(sched), str(n_workers)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if sched.exists() and sched.stat().st_size:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        yield sched
+    finally:
+        cluster.kill()
+        cluster.wait()
 
 
 def worker_peak(scheduler_file) -> float:
@@ -62,16 +83,7 @@ def worker_peak(scheduler_file) -> float:
 
 
 def measure(store: Path, out: Path, root: Path) -> dict:
-    sched = root / "scheduler.json"
-    sched.unlink(missing_ok=True)
-    cluster = subprocess.Popen([sys.executable, "-c", CLUSTER, str(sched)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            if sched.exists() and sched.stat().st_size:
-                break
-            time.sleep(0.1)
-        time.sleep(0.5)
+    with local_cluster(root, 2) as sched:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
         r = subprocess.run([str(BIN / "skyreduce"), "reduce", "swas", "--store", str(store), "--out", str(out),
@@ -84,9 +96,6 @@ def measure(store: Path, out: Path, root: Path) -> dict:
             raise SystemExit("the client's peak RSS could not be told apart from an earlier child's")
         return {"client_mb": client_peak / 1024.0, "worker_mb": worker_peak(sched), "seconds": wall,
                 "summary": r.stdout.splitlines()[0] if r.stdout else ""}
-    finally:
-        cluster.kill()
-        cluster.wait()
 
 
 def main(argv=None):

@@ -65,6 +65,7 @@ class ClusterOptions:
     tls: bool = True               # batch backends: TLS with generated credentials by default
     shared_directory: str = "~/.skyreduce"  # seen by this machine and the compute nodes
     batch: BatchOptions | None = None       # job settings (backends slurm, pbs, slurm-allocation)
+    allowed_failures: int = 3      # distributed.scheduler.allowed-failures of the schedulers started here
 
     @property
     def joins_existing(self):
@@ -80,13 +81,15 @@ def _pick(name, explicit):
     return explicit if explicit is not None else _config(name.replace("_", "-"))
 
 
-def _positive_int(name, value):
+def _integer(name, value, minimum=1):
+    """An integer >= ``minimum`` from the config key ``name`` (or the option of that name)."""
     try:
-        ok = int(value) == value and int(value) > 0
+        ok = int(value) == value and int(value) >= minimum
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ReduceError(f"{NAMESPACE}.{name}: expected a positive integer, got {value!r}")
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ReduceError(f"{NAMESPACE}.{name}: expected {what}, got {value!r}")
     return int(value)
 
 
@@ -161,10 +164,11 @@ def resolve_options(*, scheduler=None, scheduler_file=None, n_workers=None,
     if backend in _BATCH_SECTIONS and not joining:
         batch = resolve_batch_options(backend, **job_kw)
     processes = bool(_pick("processes", processes))
+    _integer("retries", _config("retries"), 0)   # read by the runner (reduce.runner) when it submits
     n = _pick("n_workers", n_workers)
     t = _pick("threads_per_worker", threads_per_worker)
-    n = None if n is None else _positive_int("n-workers", n)
-    t = None if t is None else _positive_int("threads-per-worker", t)
+    n = None if n is None else _integer("n-workers", n)
+    t = None if t is None else _integer("threads-per-worker", t)
     workers, threads = _size(processes, n, t, dask.system.CPU_COUNT)
     files = [_pick(k, v) for k, v in
              (("tls_ca_file", tls_ca_file), ("tls_cert", tls_cert), ("tls_key", tls_key))]
@@ -187,6 +191,7 @@ def resolve_options(*, scheduler=None, scheduler_file=None, n_workers=None,
         tls=bool(_pick("tls", tls)),
         shared_directory=str(_config("shared-directory") or "~/.skyreduce"),
         batch=batch,
+        allowed_failures=_integer("allowed-failures", _config("allowed-failures"), 0),
     )
 
 
@@ -239,6 +244,27 @@ class OwningClient(Client):
 LocalClusterClient = OwningClient  # its first name
 
 
+class JoinedClient(Client):
+    """The Client of a scheduler that skyreduce joined (``--scheduler``, ``--scheduler-file``).
+
+    A client that lost its scheduler tries to reconnect in the background for its ``timeout``
+    (``skyreduce.cluster.timeout``); the runner does not wait for that (the tasks are gone with
+    the scheduler) and the command closes the client at once. distributed then logs the
+    reconnection it cancels as an error with a traceback, after skyreduce said what happened:
+    that close is quiet."""
+
+    def close(self, *args, **kwargs):
+        if self.status != "connecting":
+            return super().close(*args, **kwargs)
+        logger = logging.getLogger("distributed.client")
+        level = logger.level
+        logger.setLevel(logging.CRITICAL)
+        try:
+            return super().close(*args, **kwargs)
+        finally:
+            logger.setLevel(level)
+
+
 def _dashboard_url(cluster, opts):
     """http://host:port/status where the local scheduler's web server listens."""
     host = opts.dashboard_address.rsplit(":", 1)[0] or opts.host
@@ -278,17 +304,22 @@ def _connect_local(opts, security, kw):
 
 
 def _read_scheduler_file(path, timeout):
-    """The address in a scheduler file, waiting up to ``timeout`` s for it to appear."""
+    """The address in a scheduler file, waiting up to ``timeout`` s for it to appear (and for its
+    JSON to be whole: ``dask scheduler`` writes it in place)."""
     deadline = time.monotonic() + timeout
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    try:
-        with open(path) as f:
-            return json.load(f)["address"]
-    except FileNotFoundError:
-        raise ReduceError(f"{path}: scheduler file not found (waited {timeout:g} s)") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ReduceError(f"{path}: not a dask scheduler file (JSON with 'address'): {exc}") from exc
+    while True:
+        try:
+            with open(path) as f:
+                return json.load(f)["address"]
+        except (FileNotFoundError, json.JSONDecodeError) as exc:
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            if isinstance(exc, FileNotFoundError):
+                raise ReduceError(f"{path}: scheduler file not found (waited {timeout:g} s)") from None
+            raise ReduceError(f"{path}: not a dask scheduler file (JSON with 'address'): {exc}") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ReduceError(f"{path}: not a dask scheduler file (JSON with 'address'): {exc}") from exc
 
 
 def _connect_existing(opts, security, kw):
@@ -311,7 +342,7 @@ def _connect_existing(opts, security, kw):
             and not address.startswith(_TLS_SCHEMES):
         raise ReduceError(f"TLS credentials given but scheduler {address} is not tls://")
     try:
-        client = Client(address, security=sec, timeout=opts.timeout, **kw)
+        client = JoinedClient(address, security=sec, timeout=opts.timeout, **kw)
     except (OSError, TimeoutError) as exc:
         raise ReduceError(f"cannot connect to the dask scheduler at {address} "
                           f"(timeout {opts.timeout:g} s): {exc}") from exc
@@ -400,4 +431,6 @@ def connect(*, scheduler=None, scheduler_file=None, n_workers=None, threads_per_
                           f"{', '.join(sorted(_BACKENDS))}") from None
     if start is _connect_batch:
         kw = {**kw, **explicit}
-    return start(opts, security, kw)
+    # read by the scheduler when it starts (here, in every backend): a scheduler you join keeps its own
+    with dask.config.set({"distributed.scheduler.allowed-failures": opts.allowed_failures}):
+        return start(opts, security, kw)

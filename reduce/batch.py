@@ -28,11 +28,16 @@ script. Relative paths are relative to the manifest's folder::
 unit not yet done (the runner skips done units; ``redo_failed`` retries the failed ones, ``redo``
 everything), and writes the status table to the output root: ``status.tsv`` (one row per unit:
 instrument, unit, label, status, reason) and ``status.json`` (the table and the run's summaries),
-both atomically. Running it again resumes. :func:`render_sbatch` renders the SLURM job script
-(``cluster/skyreduce-batch.sbatch.in``) that runs ``skyreduce batch MANIFEST`` in one allocation.
+both atomically. Running it again resumes. On a dask cluster the run's dask performance report
+(``distributed.performance_report``: task stream, worker profiles, bandwidth) is written beside
+them as ``performance-report.html``, one per run, under its final name only once the run is over;
+without a distributed client there is none, and ``status.json`` says so. :func:`render_sbatch`
+renders the SLURM job script (``cluster/skyreduce-batch.sbatch.in``) that runs
+``skyreduce batch MANIFEST`` in one allocation.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -44,7 +49,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ReduceError
-from .io.atomic import atomic_write_text
+from .io.atomic import atomic_path, atomic_write_text
+from .runner.core import SchedulerLost
 
 INSTRUMENTS = ("swas", "mips")
 LEVELS = ("ingest", "level1")
@@ -56,6 +62,7 @@ SBATCH_DEFAULTS = {"time": "24:00:00", "cpus": 8, "mem": "32G", "job-name": "sky
 _CLUSTER_PATHS = ("scheduler-file", "tls-ca-file", "tls-cert", "tls-key", "local-directory")
 PIPELINES = {"swas": "swas_level1", "mips": "mips_bcd"}
 TEMPLATE = "skyreduce-batch.sbatch.in"
+PERFORMANCE_REPORT = "performance-report.html"
 
 
 class ManifestError(ReduceError):
@@ -293,6 +300,7 @@ class BatchResult:
     instruments: dict = field(default_factory=dict)
     seconds: float = 0.0
     time: str = ""
+    performance_report: dict = field(default_factory=lambda: {"path": None, "reason": "not started"})
 
     @property
     def exit_code(self) -> int:
@@ -321,6 +329,7 @@ class BatchResult:
         return {"software": f"skyreduce {__version__}", "time": self.time, "seconds": round(self.seconds, 3),
                 "manifest": self.manifest.to_dict(), "exit_code": self.exit_code, "units_run": self.ran,
                 "new_files": self.new_files, "nothing_new": self.nothing_new,
+                "performance_report": dict(self.performance_report),
                 "instruments": {k: v.to_dict() for k, v in self.instruments.items()},
                 "units": [dict(zip(("instrument", "unit", "label", "status", "reason"), row))
                           for row in self.rows()]}
@@ -350,6 +359,9 @@ class BatchResult:
             for rej in (r.ingest or {}).get("rejected_files", []):
                 lines.append(f"  {inst} rejected {rej['path']}: {rej['reason']}")
         lines.append(f"  status table: {out / 'status.tsv'}, {out / 'status.json'}")
+        perf = self.performance_report
+        lines.append(f"  dask performance report: {perf['path']}" if perf["path"]
+                     else f"  dask performance report: none ({perf['reason']})")
         if self.nothing_new:
             lines.append("  nothing new: every input was already ingested and every unit already recorded"
                          + (" (failed units are retried with --redo-failed)"
@@ -433,6 +445,20 @@ def run_batch(manifest, *, client=None, redo=False, redo_failed=False, progress=
     t0 = time.perf_counter()
     result = BatchResult(manifest, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     manifest.output.mkdir(parents=True, exist_ok=True)
+    try:
+        with _performance_report(client, manifest.output / PERFORMANCE_REPORT, result.performance_report):
+            _run_instruments(manifest, result, client=client, redo=redo, redo_failed=redo_failed,
+                             progress=progress, report=report, wait=wait)
+    except SchedulerLost:            # the status so far (what is recorded stays done), then exit 2
+        result.seconds = time.perf_counter() - t0
+        write_status(result)
+        raise
+    result.seconds = time.perf_counter() - t0
+    write_status(result)
+    return result
+
+
+def _run_instruments(manifest, result, *, client, redo, redo_failed, progress, report, wait):
     for inst, spec in manifest.instruments.items():
         r = result.instruments[inst] = InstrumentResult(inst, str(spec.store), str(spec.products), list(spec.levels))
         try:
@@ -444,15 +470,48 @@ def run_batch(manifest, *, client=None, redo=False, redo_failed=False, progress=
                 r.summary = _reduce(spec, client=client, progress=progress, report=report, wait=wait,
                                     redo=redo, redo_failed=redo_failed)
                 r.units = _unit_rows(spec.store, PIPELINES[inst], r.summary)
+        except SchedulerLost as exc:       # the cluster is gone: the other instruments cannot run either
+            r.fatal = _clean(exc)
+            report(f"FATAL {inst}: {r.fatal}")
+            raise
         except ReduceError as exc:
             r.fatal = _clean(exc)
             report(f"FATAL {inst}: {r.fatal}")
         except OSError as exc:              # e.g. a file where the products folder should be
             r.fatal = _clean(f"{type(exc).__name__}: {exc}")
             report(f"FATAL {inst}: {r.fatal}")
-    result.seconds = time.perf_counter() - t0
-    write_status(result)
-    return result
+
+
+@contextlib.contextmanager
+def _performance_report(client, path: Path, status: dict):
+    """dask's performance report of what runs inside, written to ``path`` when it ends (under a
+    temporary name until then, so a run killed half-way leaves none). ``status`` gets ``path`` (None
+    when none was written) and ``reason``: no distributed client (the batch ran in this process), or
+    why dask could not write it. An exception of the run itself leaves no report and goes on up."""
+    status.update(path=None, reason="")
+    if client is None:
+        status["reason"] = "the batch ran without a dask distributed client (in this process)"
+        yield
+        return
+    from distributed import performance_report
+    stack = contextlib.ExitStack()
+    try:
+        tmp = stack.enter_context(atomic_path(path))
+        stack.enter_context(client.as_current())
+        stack.enter_context(performance_report(filename=str(tmp)))
+    except Exception as exc:  # noqa: BLE001 - no report is no reason not to run the batch
+        stack.close()
+        status["reason"] = _clean(f"dask could not start it: {type(exc).__name__}: {exc}")
+        yield
+        return
+    with stack:                  # the run's own exception: the temporary is removed, no report
+        yield
+        try:
+            stack.close()        # dask writes the report, then it is renamed to its final name
+        except Exception as exc:  # noqa: BLE001
+            status["reason"] = _clean(f"dask could not write it: {type(exc).__name__}: {exc}")
+            return
+    status["path"] = str(path)
 
 
 def write_status(result: BatchResult) -> tuple[Path, Path]:

@@ -1,6 +1,8 @@
 """The ``skyreduce`` command: thin layer that parses, connects to a cluster and calls the library.
 
-Exit codes: 0 all went well; 1 some inputs were rejected (the rest done); 2 usage or fatal error.
+Exit codes: 0 all went well; 1 some inputs were rejected or some units failed (the rest done);
+2 usage or fatal error, among them a dask scheduler lost in the middle of a run (what was done
+is kept: rerun the same command to resume).
 """
 from __future__ import annotations
 

@@ -16,6 +16,10 @@ the caller survives; the command then ends with return code ``-signal.SIGKILL``.
 Counts are kept per process: a point reached on workers fires at the N-th time one
 worker reaches it.
 
+``SKYREDUCE_FAULT_SCOPE=process`` kills only the process that reached the point (a dask
+worker dies as when the kernel's OOM killer takes it; its nanny starts a new one, where
+the counts begin again, so a point ``@1`` on a worker fires in every new worker process).
+
 Points in the library (grep ``fault_point(`` for the current list):
 
 - ``after_resize`` (ingest): the arrays are grown beyond the committed length, nothing
@@ -24,7 +28,11 @@ Points in the library (grep ``fault_point(`` for the current list):
 - ``before_commit`` (store): ledger and quarantine lines appended, ``state.json`` not yet
   replaced;
 - ``after_commit`` (store): ``state.json`` replaced, group attributes and consolidated
-  metadata not yet updated.
+  metadata not yet updated;
+- ``units_allocated`` (runner, client): slots allocated, no unit submitted yet;
+- ``unit_started:<key>`` (runner, worker): the task of unit ``<key>`` noted its start,
+  nothing computed yet;
+- ``unit_written`` (runner, worker): a unit's rows written to its slots, no product or record yet.
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ import threading
 from collections import Counter
 
 ENV = "SKYREDUCE_FAULT"
+SCOPE_ENV = "SKYREDUCE_FAULT_SCOPE"   # "group" (default) or "process"
 
 _reached: Counter = Counter()  # point name -> times reached in this process (only while ENV is set)
 _lock = threading.Lock()
@@ -50,6 +59,11 @@ def fault_point(name: str) -> None:
         _reached[name] += 1
         count = _reached[name]
     if (name, count) in parse(spec):
+        if os.environ.get(SCOPE_ENV, "group") == "process":
+            print(f"skyreduce: {ENV}={spec}: killing process {os.getpid()} at {name} (time {count})",
+                  file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+            return
         print(f"skyreduce: {ENV}={spec}: killing the process group at {name} (time {count})",
               file=sys.stderr, flush=True)
         os.killpg(os.getpgid(0), signal.SIGKILL)

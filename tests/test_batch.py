@@ -303,3 +303,55 @@ def test_sbatch_template_is_package_data():
     assert resources.files("cluster").joinpath("skyreduce-batch.sbatch.in").is_file()
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     assert 'cluster = ["*.yaml", "*.sbatch.in"]' in pyproject
+
+
+# ---------------------------------------------------------------- dask performance report
+def test_performance_report_beside_the_status_table(tmp_path, swas_raw):
+    """One dask performance report per batch run on a cluster (ingest only, to keep it cheap)."""
+    from distributed import Client, LocalCluster
+
+    root = tmp_path / "p"
+    manifest = _manifest(root, f"output: out\nswas: {{raw: [{swas_raw / 'day6'}], store: swas.zarr, levels: [ingest]}}\n")
+    out = root / "out"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+            Client(lc) as client:
+        result = run_batch(manifest, client=client, report=print)
+    assert result.exit_code == 0, result.text()
+    html = out / "performance-report.html"
+    assert html.is_file() and (out / "status.tsv").is_file()
+    text = html.read_text()
+    assert text.lstrip().lower().startswith("<!doctype html") and "dask" in text.lower()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]     # no temporary left
+    status = json.loads((out / "status.json").read_text())
+    assert status["performance_report"] == {"path": str(html), "reason": ""}
+    assert f"dask performance report: {html}" in result.text()
+
+    # without a distributed client: none written, and the status says why
+    html.unlink()
+    again = run_batch(manifest, report=print)
+    assert again.exit_code == 0 and not html.exists()
+    status = json.loads((out / "status.json").read_text())
+    assert status["performance_report"]["path"] is None
+    assert "without a dask distributed client" in status["performance_report"]["reason"]
+    assert "dask performance report: none (the batch ran without a dask distributed client" in again.text()
+
+
+def test_lost_scheduler_stops_the_batch_with_the_status_so_far(tmp_path, swas_raw, mips_raw, monkeypatch):
+    """A lost dask scheduler ends the whole batch (the next instrument would need it too): the error
+    goes up (the command exits 2), the status table says so, and the next instrument is not run."""
+    import reduce.batch as batch
+    from reduce.runner.core import SchedulerLost
+
+    def lost(spec, **kw):
+        raise SchedulerLost("lost the dask scheduler at tcp://nowhere:1 in the middle of the swas_level1 run")
+
+    ingested = []
+    monkeypatch.setattr(batch, "_reduce", lost)
+    monkeypatch.setattr(batch, "_ingest", lambda spec, **kw: ingested.append(spec.store) or None)
+    manifest = _mission(tmp_path, [5], [1], swas_raw, mips_raw)
+    (tmp_path / "stores" / "swas.zarr").mkdir(parents=True)          # "ingested"
+    with pytest.raises(SchedulerLost, match="tcp://nowhere:1"):
+        run_batch(manifest, report=print)
+    assert ingested == [tmp_path / "stores" / "swas.zarr"]             # mips never started
+    status = json.loads((tmp_path / "out" / "status.json").read_text())
+    assert "lost the dask scheduler at tcp://nowhere:1" in json.dumps(status)

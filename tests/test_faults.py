@@ -59,3 +59,16 @@ def test_kills_the_process_group_at_the_nth_time(spec, printed):
     else:
         assert r.returncode == -signal.SIGKILL
         assert f"{ENV}={spec}: killing the process group at" in r.stderr
+
+
+def test_scope_process_kills_only_the_process_that_reached_the_point():
+    """SKYREDUCE_FAULT_SCOPE=process: a worker dies alone (its parent, in the same process group, lives)."""
+    parent = ("import subprocess, sys\n"
+              "child = subprocess.run([sys.executable, '-c', 'from reduce.faults import fault_point; "
+              "fault_point(\"a\"); print(\"child lives\")'])\n"
+              "print('child', child.returncode, flush=True)\n")
+    env = {**os.environ, ENV: "a", "SKYREDUCE_FAULT_SCOPE": "process"}
+    r = subprocess.run([sys.executable, "-c", parent], env=env, capture_output=True, text=True, timeout=60,
+                       start_new_session=True)
+    assert (r.returncode, r.stdout.splitlines()) == (0, [f"child {-signal.SIGKILL}"]), r.stderr
+    assert "killing process" in r.stderr

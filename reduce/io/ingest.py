@@ -4,8 +4,9 @@ An instrument supplies an *adapter* (see ``reduce.swas.ingest``, ``reduce.mips.i
 
 - ``schema_name``: the store schema;
 - ``find_inputs(paths) -> (files, problems)``: expand files and folders;
-- ``inspect(path) -> FileRecord``: read and validate one file completely (runs on a
-  worker), raising BadInputError with the reason when it is bad;
+- ``inspect(path, *, sha256, hdul) -> FileRecord``: read and validate one file completely
+  (runs on a worker; ``hdul``: the file open with CFITSIO, integrity already checked, see
+  ``reduce.io.fitsio.open_level0``), raising BadInputError with the reason when it is bad;
 - ``read_bulk(path, group, name, where) -> ndarray``: the file's rows of a bulk variable
   (``where``: the FileRecord's ``extra["where"]``, where the data lie in the file);
 - ``resolve(records, state) -> (records, rejections, group_attrs)``: cross-file checks
@@ -19,6 +20,7 @@ variables, then commits (see ``reduce.io.store``).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -32,8 +34,8 @@ from ..errors import BadInputError
 from ..faults import fault_point
 from ..progress import Progress, track
 from ..schemas import group_spec
-from .store import (StoreWriter, array_path, check_lock_token, chunk_ranges, dim_key,
-                    to_numpy_dtype)
+from .fitsio import open_level0
+from .store import StoreWriter, array_path, check_lock_token, chunk_ranges, to_numpy_dtype
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +92,27 @@ class IngestSummary:
 
 
 def inspect_group(adapter, paths, known):
-    """Phase-A task: inspect several files; return FileRecord / Known / Rejection each."""
-    from .fitsio import sha256_file
+    """Phase-A task: inspect several files; return FileRecord / Known / Rejection each.
 
+    Each file is read once for its SHA-256 and the ASCII check of its headers; CFITSIO opens it
+    (reading it again, from the page cache) for the rest of the ICD integrity checks
+    (``open_level0``: layout, CHECKSUM/DATASUM) and the headers; the adapter reads it from there.
+    """
     out = []
     for path in paths:
         try:
-            sha, _ = sha256_file(path)
+            with open(path, "rb") as f:
+                buf = f.read()
         except OSError as exc:
             out.append(Rejection(str(path), f"unreadable ({exc.strerror or exc})"))
             continue
+        sha = hashlib.sha256(buf).hexdigest()
         if sha in known:
             out.append(Known(str(path), sha))
             continue
         try:
-            out.append(adapter.inspect(path, sha256=sha))
+            with open_level0(path, buf) as hdul:
+                out.append(adapter.inspect(path, sha256=sha, hdul=hdul))
         except BadInputError as exc:
             out.append(Rejection(str(path), exc.reason, sha))
         except Exception as exc:  # a reader bug must not stop the run: report it for this file
@@ -142,11 +150,19 @@ def _map(client, fn, items, *, progress, label):
     return client.gather(futures)
 
 
+def _size(path):
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # reported when read
+
+
 def _task_groups(files, limit=TASK_BYTES, max_files=512):
+    """Consecutive groups of ``files`` of about ``limit`` raw bytes, at most ``max_files`` each."""
     groups, current, size = [], [], 0
     for f in files:
         current.append(f)
-        size += f.stat().st_size if f.exists() else 0
+        size += _size(f)
         if size >= limit or len(current) >= max_files:
             groups.append(current)
             current, size = [], 0
@@ -156,16 +172,7 @@ def _task_groups(files, limit=TASK_BYTES, max_files=512):
 
 
 def _batches(files, limit):
-    out, current, size = [], [], 0
-    for f in files:
-        current.append(f)
-        size += f.stat().st_size if f.exists() else 0
-        if size >= limit:
-            out.append(current)
-            current, size = [], 0
-    if current:
-        out.append(current)
-    return out
+    return _task_groups(files, limit, max_files=float("inf"))
 
 
 def ingest(adapter, inputs, store, *, client=None, wait=0.0, progress=False, report=print,

@@ -9,14 +9,14 @@ points at its set through the ``calset`` coordinate.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 
 from ..errors import BadInputError
-from ..io.fitsio import data_location, hdu_data, open_fits, read_at, sha256_file
+from ..io.fitsio import check_level0, hdu_data, read_at
 from ..io.ingest import FileRecord, Rejection, expand_inputs, ingest
 from ..schemas import check_keywords, load_schema
 
@@ -43,13 +43,13 @@ def calibration_identity(cal_dir: str, chnlnum: int, _stamp: tuple) -> dict:
         path = Path(cal_dir) / pattern.format(band=BANDS[chnlnum])
         if not path.is_file():
             raise BadInputError(path, f"calibration file missing ({reftype} for channel {chnlnum})")
-        header = fits.getheader(path, 0)
+        buf = path.read_bytes()
+        header = check_level0(path, buf)[0].header  # a level-0 file of the ICD: checked as the raw files
         if header.get("REFTYPE") != reftype or header.get("CHNLNUM") != chnlnum:
             raise BadInputError(path, f"calibration file has REFTYPE {header.get('REFTYPE')!r} CHNLNUM "
                                       f"{header.get('CHNLNUM')!r}, expected {reftype!r} {chnlnum}")
-        sha, _ = sha256_file(path)
-        identity[reftype] = {"name": path.name, "path": str(path.resolve()), "sha256": sha,
-                             "calvers": str(header.get("CALVERS", ""))}
+        identity[reftype] = {"name": path.name, "path": str(path.resolve()),
+                             "sha256": hashlib.sha256(buf).hexdigest(), "calvers": str(header.get("CALVERS", ""))}
     return identity
 
 
@@ -73,33 +73,27 @@ class MipsAdapter:
         self.raw = load_schema("mips_raw")
         store = load_schema(STORE_SCHEMA)
         self.groups = {spec["chnlnum"]: spec for spec in store["groups"] if "chnlnum" in spec}
+        self._calsets = {}  # (folder, CHNLNUM) -> calibration identity, for the files of one task
 
     def find_inputs(self, paths):
         return expand_inputs(paths, "*.fits", exclude_dirs=("cal",))
 
     # ---- phase A
-    def inspect(self, path, *, sha256):
+    def inspect(self, path, *, sha256, hdul):
         path = Path(path)
-        with open_fits(path) as hdul:
-            header = hdul[0].header
-            chnl = header.get("CHNLNUM")
-            if chnl not in self.groups:
-                raise BadInputError(path, f"HDU PRIMARY: keyword CHNLNUM = {chnl!r}, expected 1, 2 or 3")
-            problems = check_keywords(header, self.raw["hdus"][0]["keywords"], "HDU PRIMARY", chnlnum=chnl)
-            if problems:
-                raise BadInputError(path, "; ".join(problems))
-            if header["AOT_TYPE"] not in self.raw["aot_types"]:
-                raise BadInputError(path, f"HDU PRIMARY: unknown AOT_TYPE {header['AOT_TYPE']!r}")
-            data = hdu_data(hdul, 0, path)
-            self._check_data(path, chnl, header, data)
-            where = data_location(hdul, 0)
-        cal_dir = self.cal_dir or str((path.parent / "cal").resolve())
-        if not os.path.isdir(cal_dir):
-            raise BadInputError(path, f"no calibration folder {cal_dir} (put cal/ beside the raw files or pass --cal)")
-        try:
-            cal = calibration_identity(cal_dir, chnl, _stamp(cal_dir, chnl))
-        except BadInputError as exc:
-            raise BadInputError(path, f"{exc.path}: {exc.reason}") from None
+        header = hdul[0].header
+        chnl = header.get("CHNLNUM")
+        if chnl not in self.groups:
+            raise BadInputError(path, f"HDU PRIMARY: keyword CHNLNUM = {chnl!r}, expected 1, 2 or 3")
+        problems = check_keywords(header, self.raw["hdus"][0]["keywords"], "HDU PRIMARY", chnlnum=chnl)
+        if problems:
+            raise BadInputError(path, "; ".join(problems))
+        if header["AOT_TYPE"] not in self.raw["aot_types"]:
+            raise BadInputError(path, f"HDU PRIMARY: unknown AOT_TYPE {header['AOT_TYPE']!r}")
+        data = hdu_data(hdul, 0, path)
+        self._check_data(path, chnl, header, data)
+        where = hdul.location(0)
+        cal = self._calibration(path, chnl)
         spec = self.groups[chnl]
         group = spec["path"]
         rows = {}
@@ -114,6 +108,21 @@ class MipsAdapter:
         return FileRecord(path=str(path), sha256=sha256, size=path.stat().st_size, key=key, sort_key=sort_key,
                           rows={f"{group}/dce": rows}, bulk={f"{group}/dce": [bulk]},
                           extra={"cal": cal, "time": float(header["MJD_OBS"]), "group": group, "where": where})
+
+    def _calibration(self, path, chnl):
+        """The calibration set of a DCE: identified once per folder and array in a task (a set that
+        changes later is caught by its SHA-256 when the pipeline loads it)."""
+        key = (self.cal_dir or str(path.parent / "cal"), chnl)
+        if key not in self._calsets:
+            cal_dir = str(Path(key[0]).resolve())
+            if not os.path.isdir(cal_dir):
+                raise BadInputError(path, f"no calibration folder {cal_dir} (put cal/ beside the raw files "
+                                          f"or pass --cal)")
+            try:
+                self._calsets[key] = calibration_identity(cal_dir, chnl, _stamp(cal_dir, chnl))
+            except BadInputError as exc:
+                raise BadInputError(path, f"{exc.path}: {exc.reason}") from None
+        return self._calsets[key]
 
     def _check_data(self, path, chnl, header, data):
         arrays = self.raw["arrays"][chnl]

@@ -94,7 +94,7 @@ def plan_bcd(source, chnlnum, *, params: BcdParams = BcdParams()) -> Plan:
     ds, src = _open(source, chnlnum)
     data_var = "raw" if chnlnum == 1 else "reads"
     coords = [n for n in ds.coords if ds[n].dims == ("dce",)]
-    meta = {n: ds[n].values for n in coords}      # tiny per-DCE metadata: the one eager load
+    meta = dict(zip(coords, map(np.asarray, dask.compute(*[ds[n].data for n in coords]))))  # the one eager load
     ds = ds.assign_coords({n: ("dce", v, ds[n].attrs) for n, v in meta.items()})
     n = ds.sizes["dce"]
     cal = CalTable.load(ds.attrs.get("calibration_sets", []), chnlnum)
@@ -305,10 +305,17 @@ class MipsBcd(Pipeline):
         plan.source = str(store)
         return plan
 
+    def build_unit(self, store, unit):
+        """The lazy graph ``compute_unit`` computes for ``unit``, built and not computed: [BCD Dataset]."""
+        return [self._build(store, unit)[1]]
+
+    def _build(self, store, unit):
+        plan = self._plan(store, unit)
+        return plan, assemble(plan, self.params)[0]
+
     def compute_unit(self, store, unit):
         chnl = unit.info["chnlnum"]
-        plan = self._plan(store, unit)
-        bcd, _ = assemble(plan, self.params)
+        plan, bcd = self._build(store, unit)
         done = bcd.compute()
         rows = {}
         for name, v in done.variables.items():

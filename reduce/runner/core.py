@@ -22,9 +22,30 @@ runs at most a few units per worker at a time, records each unit's outcome in
 ``STORE/.skyreduce/units/<pipeline>/<key>.json`` (written last by the worker: a
 unit killed half-way is simply done again), and returns one ``RunSummary`` whose
 exit code counts every failure (compute, store write, export).
+
+Failures on a cluster (settings in ``cluster/skyreduce-cluster.yaml``):
+
+- a unit that raises (a corrupted chunk, a bad calibration) fails deterministically: its
+  task catches the error and records the unit as failed with the reason, so dask never
+  retries it (``skyreduce.cluster.retries``, 0, is also what the runner's tasks are
+  submitted with); ``--redo-failed`` retries it in a later run;
+- a unit whose worker dies while it runs (killed, out of memory, node or job lost) is run
+  again on another worker; its task notes each start in
+  ``STORE/.skyreduce/units/<pipeline>/<key>.starts`` before it computes, so the unit itself
+  counts how often it was lost: after ``skyreduce.cluster.allowed-failures`` + 1 losses
+  it is recorded as failed ("lost with its worker N times") and the run goes on. The count
+  is the unit's own, not the scheduler's (which blames every task queued on a dead worker,
+  and whose ``distributed.scheduler.allowed-failures`` may differ on a scheduler you join):
+  a task the scheduler gives up on (``KilledWorker``) while its unit is below the limit is
+  submitted again (at most allowed-failures + 1 times);
+- the scheduler lost (killed, its node gone): its tasks are gone with it, so the run stops
+  at once with ``SchedulerLost`` (the command exits 2 with "lost the dask scheduler at
+  ADDRESS ...; rerun the same command to resume") instead of waiting for the client to
+  reconnect; records of finished units stay and the rerun does the rest.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -39,6 +60,7 @@ import numpy as np
 import xarray as xr
 
 from .. import __version__
+from ..errors import ReduceError
 from ..faults import fault_point
 from ..io.atomic import atomic_write_text, remove_stale_temporaries
 from ..io.store import META, StoreWriter, _quiet_zarr, check_lock_token
@@ -48,6 +70,11 @@ from .tables import TableSpec, ensure_table, open_units, units_path, write_slot
 log = logging.getLogger(__name__)
 
 STATUSES = ("done", "failed", "excluded")
+LOST = "task lost with its worker"     # start of the error text of a task that dask gave up on
+
+
+class SchedulerLost(ReduceError):
+    """The client lost its dask scheduler in the middle of a run (the run stops; rerun to resume)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +127,11 @@ class Pipeline:
     def size_unit(self, store, unit: Unit) -> dict:
         raise NotImplementedError
 
+    def build_unit(self, store, unit: Unit) -> list:
+        """The lazy dask collections that ``compute_unit`` computes for ``unit``, built, not computed
+        (benchmarks/bench_scale.py counts their tasks at mission scale)."""
+        raise NotImplementedError
+
     def compute_unit(self, store, unit: Unit) -> UnitResult:
         raise NotImplementedError
 
@@ -126,25 +158,80 @@ def read_records(store, name) -> dict[str, dict]:
     folder = records_dir(store, name)
     if folder.is_dir():
         for path in sorted(folder.glob("*.json")):
-            try:
-                rec = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue                     # a torn record is no record: the unit is redone
-            out[rec["key"]] = rec
+            rec = _load_record(path)
+            if rec is not None:
+                out[rec["key"]] = rec
     return out
+
+
+def _load_record(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None                          # a torn record is no record: the unit is redone
+
+
+def _read_record(store, name, key):
+    """The record of one unit, or None."""
+    return _load_record(records_dir(store, name) / f"{key}.json")
 
 
 def _write_record(store, name, record):
     folder = records_dir(store, name)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / f"{record['key']}.json", json.dumps(record, sort_keys=True, indent=1))
+    with contextlib.suppress(OSError):         # the unit's starts: the record holds their number
+        (folder / f"{record['key']}.starts").unlink()
 
 
 def _remove_record(store, name, key):
+    """Forget a unit's record and its count of starts (before it is run again)."""
+    for suffix in (".json", ".starts"):
+        try:
+            (records_dir(store, name) / f"{key}{suffix}").unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _note_start(store, name, key) -> int:
+    """Append one line (pid, worker, time) to the unit's ``.starts`` file; returns the starts so far,
+    this one included. Every earlier start of this run died with its worker: one that ended wrote
+    the unit's record, and a task that finds the record returns it instead of starting again."""
     try:
-        (records_dir(store, name) / f"{key}.json").unlink()
+        from distributed import get_worker
+        worker = get_worker().address
+    except (ImportError, ValueError):
+        worker = None
+    line = json.dumps({"pid": os.getpid(), "worker": worker, "time": time.time()}) + "\n"
+    path = records_dir(store, name) / f"{key}.starts"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())          # one small O_APPEND write: lines never interleave
+    finally:
+        os.close(fd)
+    return len(unit_starts(store, name, key))
+
+
+def unit_starts(store, name, key) -> list[dict]:
+    """The starts of a unit noted since it was last scheduled: one {pid, worker, time} each."""
+    try:
+        text = (records_dir(store, name) / f"{key}.starts").read_text()
     except FileNotFoundError:
-        pass
+        return []
+    return [_start(line) for line in text.splitlines() if line.strip()]
+
+
+def _start(line):
+    try:
+        return json.loads(line)
+    except ValueError:                       # torn (a shared file system): a start all the same
+        return {}
+
+
+def _lost_reason(times, allowed):
+    return (f"lost with its worker {times} times (the worker process died while the unit ran: killed, "
+            f"out of memory or crashed; skyreduce.cluster.allowed-failures = {allowed})")
 
 
 # ---------------------------------------------------------------- summary
@@ -194,14 +281,29 @@ class RunSummary:
 
 
 # ---------------------------------------------------------------- worker side
-def _run_unit(pipeline: Pipeline, store, out, unit: Unit, slots: dict, token: str) -> dict:
-    """Compute, write and export one unit; record and return its outcome (small dict)."""
+_SUMMARY_KEYS = ("key", "status", "reason", "files", "problems")
+
+
+def _run_unit(pipeline: Pipeline, store, out, unit: Unit, slots: dict, token: str, allowed_failures: int) -> dict:
+    """Compute, write and export one unit; record and return its outcome (small dict).
+
+    A unit started again after its worker died (dask reschedules the task) first looks for its
+    record: a start that got that far has done the unit. It fails without computing once its
+    worker died more than ``allowed_failures`` times while it ran."""
     t0 = time.perf_counter()
+    done = _read_record(store, pipeline.name, unit.key)
+    if done is not None:
+        return {k: done[k] for k in _SUMMARY_KEYS}
+    starts = _note_start(store, pipeline.name, unit.key)
+    fault_point(f"unit_started:{unit.key}")
     rec = {"key": unit.key, "label": unit.label, "input_hash": unit.input_hash, "out": str(out),
            "params_hash": pipeline.params_hash(), "software": f"skyreduce {__version__}",
-           "status": "failed", "reason": "", "counts": {}, "problems": [], "log": [], "files": 0, "rows": {}}
+           "status": "failed", "reason": "", "counts": {}, "problems": [], "log": [], "files": 0, "rows": {},
+           "attempts": starts}
     stage = "compute"
     try:
+        if starts - 1 > allowed_failures:
+            raise _Lost(_lost_reason(starts - 1, allowed_failures))
         with dask.config.set(scheduler="sync"):
             result = pipeline.compute_unit(store, unit)
             rec.update(status=result.status, reason=result.reason, counts=result.counts,
@@ -220,6 +322,8 @@ def _run_unit(pipeline: Pipeline, store, out, unit: Unit, slots: dict, token: st
                 rec["problems"] += problems
                 if problems:                   # products missing: a failure that --redo-failed retries
                     rec.update(status="failed", reason=f"export: {len(problems)} problem(s), the rest written")
+    except _Lost as exc:
+        rec.update(status="failed", reason=str(exc))
     except Exception as exc:  # noqa: BLE001 - one unit's failure is reported, the run goes on
         rec.update(status="failed", reason=f"{stage}: {type(exc).__name__}: {exc}")
         rec["log"].append(traceback.format_exc(limit=8))
@@ -229,7 +333,11 @@ def _run_unit(pipeline: Pipeline, store, out, unit: Unit, slots: dict, token: st
         _write_record(store, pipeline.name, rec)
     except Exception as exc:  # noqa: BLE001
         rec.update(status="failed", reason=f"unit record not written: {type(exc).__name__}: {exc}")
-    return {k: rec[k] for k in ("key", "status", "reason", "files", "problems")}
+    return {k: rec[k] for k in _SUMMARY_KEYS}
+
+
+class _Lost(Exception):
+    """A unit whose worker died too often: failed without computing."""
 
 
 def _size_unit(pipeline, store, unit):
@@ -238,10 +346,21 @@ def _size_unit(pipeline, store, unit):
 
 
 # ---------------------------------------------------------------- client side
-def _map(client, fn, items, *, progress: Progress, window):
+def _scheduler_lost(client, exc=None) -> bool:
+    """True when ``client`` has lost its scheduler (``exc``: the error a call or a future gave)."""
+    if client is None:
+        return False
+    if getattr(exc, "reason", None) == "scheduler-connection-lost":    # FutureCancelledError
+        return True
+    return client.status in ("connecting", "closing", "closed")
+
+
+def _map(client, fn, items, *, progress: Progress, window, again=None):
     """Yield (item, fn(*item) or None, error text) as tasks finish, at most ``window()`` in flight on
     the cluster (in this process, one after the other, without one). A task that raises or is lost
-    with its worker gives its error text; the others go on."""
+    with its worker gives its error text; the others go on. ``again(item)``: whether a task lost
+    with its worker (``KilledWorker``) is submitted once more. Losing the scheduler raises (its
+    tasks are gone with it)."""
     if client is None:
         for item in items:
             try:
@@ -254,9 +373,10 @@ def _map(client, fn, items, *, progress: Progress, window):
     from distributed import KilledWorker, as_completed
     items = iter(items)
     pending, of = as_completed(), {}
+    retries = int(dask.config.get("skyreduce.cluster.retries", 0))
 
     def submit(item):
-        fut = client.submit(fn, *item, pure=False)
+        fut = client.submit(fn, *item, pure=False, retries=retries)
         of[fut.key] = item
         pending.add(fut)
 
@@ -268,10 +388,15 @@ def _map(client, fn, items, *, progress: Progress, window):
         item = of.pop(fut.key)
         try:
             result, err = fut.result(), ""
-        except KilledWorker as exc:
-            result, err = None, f"task lost with its worker ({exc})"
         except Exception as exc:  # noqa: BLE001
-            result, err = None, f"{type(exc).__name__}: {exc}"
+            if _scheduler_lost(client, exc):
+                raise
+            if isinstance(exc, KilledWorker) and again is not None and again(item):
+                fut.release()
+                submit(item)
+                continue
+            result = None
+            err = f"{LOST} ({exc})" if isinstance(exc, KilledWorker) else f"{type(exc).__name__}: {exc}"
         fut.release()
         progress.advance()
         while pending.count() < window():
@@ -282,11 +407,12 @@ def _map(client, fn, items, *, progress: Progress, window):
         yield item, result, err
 
 
-def _failed_record(pipeline, unit, out, reason):
+def _failed_record(pipeline, unit, out, reason, attempts=0):
     """The record of a unit whose task never wrote one (written by the client)."""
     return {"key": unit.key, "label": unit.label, "input_hash": unit.input_hash, "out": str(out),
             "params_hash": pipeline.params_hash(), "software": f"skyreduce {__version__}", "status": "failed",
-            "reason": reason, "counts": {}, "problems": [], "log": [], "files": 0, "rows": {}}
+            "reason": reason, "counts": {}, "problems": [], "log": [], "files": 0, "rows": {},
+            "attempts": attempts}
 
 
 def _allocation(store, pipeline, units, sizes):
@@ -357,94 +483,157 @@ def _stale(rec, unit, phash, out, redo_failed):
     return redo_failed and rec.get("status") == "failed"
 
 
-def _window(client, per_worker, floor=8):
+def window_size(n_workers, per_worker=2, floor=8) -> int:
     """Units in flight at most: ``per_worker`` for each worker there now (a batch cluster's workers
     come and go), at least ``floor`` so that an adaptive cluster sees work to scale up for."""
+    return max(floor, per_worker * n_workers)
+
+
+def _window(client, per_worker, floor=8):
+    """``window_size`` for the workers of ``client`` now (asked at most once a second)."""
     if client is None:
         return lambda: 1
     seen = {"at": -1.0, "n": 0}
 
     def window():
         now = time.monotonic()
-        if now - seen["at"] > 1.0:            # ask the scheduler at most once a second
+        # ask the scheduler at most once a second, and not while the client reconnects (the call
+        # would wait for the reconnection)
+        if now - seen["at"] > 1.0 and client.status == "running":
             seen.update(at=now, n=len(client.scheduler_info(n_workers=-1)["workers"]))
-        return max(floor, per_worker * seen["n"])
+        return window_size(seen["n"], per_worker, floor)
     return window
+
+
+def _allowed_failures() -> int:
+    """How often a unit may be lost with its worker and still run again (``skyreduce.cluster.allowed-failures``,
+    else dask's ``distributed.scheduler.allowed-failures``)."""
+    value = dask.config.get("skyreduce.cluster.allowed-failures", None)
+    if value is None:
+        value = dask.config.get("distributed.scheduler.allowed-failures", 3)
+    return int(value)
+
+
+def _scheduler_address(client) -> str:
+    try:
+        return str(client.scheduler.address)
+    except AttributeError:
+        return "(address unknown)"
 
 
 def run(pipeline: Pipeline, store, out, *, client=None, redo=False, redo_failed=False, progress=False,
         report=print, wait=0.0, window_per_worker=2) -> RunSummary:
-    """Run ``pipeline`` over every unit of ``store`` not yet done; products under ``out``."""
+    """Run ``pipeline`` over every unit of ``store`` not yet done; products under ``out``.
+
+    Raises ``SchedulerLost`` when ``client`` loses its scheduler: the records of the units done
+    so far stay in the store and the same call again resumes."""
     t0 = time.perf_counter()
     store, out = Path(store), Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     summary = RunSummary(pipeline.name, str(store), str(out))
-    window = _window(client, window_per_worker)
-    with StoreWriter(store, pipeline.store_schema, wait=wait) as writer:
-        units = pipeline.units(store, client)
-        records = read_records(store, pipeline.name)
-        phash = pipeline.params_hash()
-        todo = [u for u in units if redo or _stale(records.get(u.key), u, phash, str(out), redo_failed)]
-        summary.skipped = len(units) - len(todo)
-        sizes = {}
-        need = []
-        for u in todo:
-            if u.sizes is not None:
-                sizes[u.key] = u.sizes
-            else:
-                need.append(u)
-        if need:
-            with Progress(f"{pipeline.name}: sizing units", len(need), unit="units", enabled=progress) as bar:
-                for item, res, err in _map(client, _size_unit, [(pipeline, str(store), u) for u in need],
-                                           progress=bar, window=window):
-                    if res is not None:
-                        sizes[res[0]] = res[1]
-                        continue
-                    unit = item[2]             # no slot: recorded as failed, the others go on
-                    report(f"FAILED {pipeline.name} unit {unit.key}: sizing: {err}")
-                    _write_record(store, pipeline.name, _failed_record(pipeline, unit, out, f"sizing: {err}"))
-                    todo = [u for u in todo if u.key != unit.key]
-        slots, ends = _allocation(store, pipeline, units, sizes)
-        attrs = pipeline.table_attrs(store)
-        for t in pipeline.tables():
-            ensure_table(store, t, ends[t.name], attrs.get(t.name))
-        for u in todo:
-            _remove_record(store, pipeline.name, u.key)
-            records.pop(u.key, None)
-        todo = [u for u in todo if slots.get(u.key)]
-        _write_units_group(store, pipeline, units, slots, records)
-        writer.consolidate()
-        fault_point("units_allocated")
-        items = [(pipeline, str(store), str(out), u, slots[u.key], writer.token) for u in todo]
-        with Progress(f"{pipeline.name}: units", len(items), unit="units", enabled=progress) as bar:
-            for item, res, err in _map(client, _run_unit, items, progress=bar, window=window):
-                summary.ran += 1
-                if res is None:
-                    unit = item[3]
-                    res = _failed_record(pipeline, unit, out, err)
-                    _write_record(store, pipeline.name, res)
-                if res["status"] == "failed":
-                    report(f"FAILED {pipeline.name} unit {res['key']}: {res['reason']}")
-                for line in res["problems"]:
-                    report(line)
-        records = read_records(store, pipeline.name)
-        for u in units:
-            rec = records.get(u.key)
-            if rec is None:
-                rec = {"key": u.key, "label": u.label, "status": "failed",
-                       "reason": "no record of this unit after the run (its task was lost)"}
-            summary.add(rec)
-        _write_units_group(store, pipeline, units, slots, records)
-        writer.consolidate()
-        summary.seconds = time.perf_counter() - t0
-        summary.lines = pipeline.describe(summary)
-        pipeline.finish(store, out, [records.get(u.key) for u in units if u.key in records], summary)
-        writer.record_run({"command": pipeline.name, "units": len(units), "ran": summary.ran,
-                           "failed": summary.units["failed"], "software": f"skyreduce {__version__}",
-                           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pid": os.getpid()})
+    address = None if client is None else _scheduler_address(client)
+    try:
+        with StoreWriter(store, pipeline.store_schema, wait=wait) as writer:
+            _run_all(pipeline, store, out, client, writer, summary, t0, redo=redo, redo_failed=redo_failed,
+                     progress=progress, report=report, window=_window(client, window_per_worker))
+    except Exception as exc:
+        if not _scheduler_lost(client, exc):
+            raise
+        done = sum(r.get("status") == "done" for r in read_records(store, pipeline.name).values())
+        raise SchedulerLost(f"lost the dask scheduler at {address} in the middle of the {pipeline.name} run; "
+                            f"units done and recorded in {store}: {done} (kept); rerun the same command "
+                            "to resume") from exc
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _run_all(pipeline, store, out, client, writer, summary, t0, *, redo, redo_failed, progress, report, window):
+    """The body of :func:`run`, with the store's write lock held by ``writer``."""
+    units = pipeline.units(store, client)
+    records = read_records(store, pipeline.name)
+    phash = pipeline.params_hash()
+    todo = [u for u in units if redo or _stale(records.get(u.key), u, phash, str(out), redo_failed)]
+    summary.skipped = len(units) - len(todo)
+    sizes = {}
+    need = []
+    for u in todo:
+        if u.sizes is not None:
+            sizes[u.key] = u.sizes
+        else:
+            need.append(u)
+    if need:
+        with Progress(f"{pipeline.name}: sizing units", len(need), unit="units", enabled=progress) as bar:
+            for item, res, err in _map(client, _size_unit, [(pipeline, str(store), u) for u in need],
+                                       progress=bar, window=window):
+                if res is not None:
+                    sizes[res[0]] = res[1]
+                    continue
+                unit = item[2]             # no slot: recorded as failed, the others go on
+                report(f"FAILED {pipeline.name} unit {unit.key}: sizing: {err}")
+                _write_record(store, pipeline.name, _failed_record(pipeline, unit, out, f"sizing: {err}"))
+                todo = [u for u in todo if u.key != unit.key]
+    slots, ends = _allocation(store, pipeline, units, sizes)
+    attrs = pipeline.table_attrs(store)
+    for t in pipeline.tables():
+        ensure_table(store, t, ends[t.name], attrs.get(t.name))
+    for u in todo:
+        _remove_record(store, pipeline.name, u.key)
+        records.pop(u.key, None)
+    todo = [u for u in todo if slots.get(u.key)]
+    _write_units_group(store, pipeline, units, slots, records)
+    writer.consolidate()
+    fault_point("units_allocated")
+    allowed = _allowed_failures()
+    resubmitted = dict.fromkeys((u.key for u in todo), 0)
+
+    def again(item):
+        """A unit's task the scheduler gave up on (KilledWorker): a new task while the unit itself
+        was lost at most ``allowed`` times, at most ``allowed`` + 1 new tasks (a task that kills its
+        worker before it notes its start must not be resubmitted for ever)."""
+        key = item[3].key
+        resubmitted[key] += 1
+        return resubmitted[key] <= allowed + 1 and len(unit_starts(store, pipeline.name, key)) <= allowed
+
+    items = [(pipeline, str(store), str(out), u, slots[u.key], writer.token, allowed) for u in todo]
+    with Progress(f"{pipeline.name}: units", len(items), unit="units", enabled=progress) as bar:
+        for item, res, err in _map(client, _run_unit, items, progress=bar, window=window, again=again):
+            summary.ran += 1
+            if res is None:
+                res = _unanswered(pipeline, store, out, item[3], err, allowed)
+            if res["status"] == "failed":
+                report(f"FAILED {pipeline.name} unit {res['key']}: {res['reason']}")
+            for line in res["problems"]:
+                report(line)
+    if client is not None:
+        remove_stale_temporaries(out)      # of workers that died while they wrote a product
+    records = read_records(store, pipeline.name)
+    for u in units:
+        rec = records.get(u.key)
+        if rec is None:
+            rec = {"key": u.key, "label": u.label, "status": "failed",
+                   "reason": "no record of this unit after the run (its task was lost)"}
+        summary.add(rec)
+    _write_units_group(store, pipeline, units, slots, records)
+    writer.consolidate()
+    summary.seconds = time.perf_counter() - t0
+    summary.lines = pipeline.describe(summary)
+    pipeline.finish(store, out, [records.get(u.key) for u in units if u.key in records], summary)
+    writer.record_run({"command": pipeline.name, "units": len(units), "ran": summary.ran,
+                       "failed": summary.units["failed"], "software": f"skyreduce {__version__}",
+                       "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pid": os.getpid()})
+
+
+def _unanswered(pipeline, store, out, unit, err, allowed) -> dict:
+    """The outcome of a unit whose task gave no answer: its record when it got that far (the answer
+    was lost with the worker), else a failed record written here."""
+    rec = _read_record(store, pipeline.name, unit.key)
+    if rec is None:
+        starts = len(unit_starts(store, pipeline.name, unit.key))
+        reason = _lost_reason(starts, allowed) if err.startswith(LOST) and starts > allowed else err
+        rec = _failed_record(pipeline, unit, out, reason, starts)
+        _write_record(store, pipeline.name, rec)
+    return {k: rec[k] for k in _SUMMARY_KEYS}
 
 
 def hash_strings(parts) -> str:

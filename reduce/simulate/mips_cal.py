@@ -16,6 +16,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from reduce.io.atomic import atomic_write_fits
+from reduce.io.fitsio import add_checksums
 
 SAMPTIME_SI = 0.524288  # s, one 24 um sample
 READTIME_GE = 0.131072  # s, Ge read interval
@@ -81,8 +82,9 @@ def cal_names(chnl):
 
 
 def atomic_writeto(hdul, path):
-    """Write ``hdul`` to ``path`` via a temporary file in the same folder and os.replace."""
-    return atomic_write_fits(hdul, path)
+    """Write ``hdul`` to ``path`` with CHECKSUM and DATASUM in every HDU (ICD 1.1), via a temporary
+    file in the same folder and os.replace."""
+    return atomic_write_fits(add_checksums(hdul), path)
 
 
 def _primary(chnl, reftype, calvers, data=None):

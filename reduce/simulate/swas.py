@@ -52,6 +52,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from reduce.io.atomic import atomic_path
+from reduce.io.fitsio import add_checksums
 
 from reduce.simulate import swas_model as M
 from reduce.simulate.orbit import (MISSION_EPOCH_MJD, orbital_period_s, spacecraft_state,
@@ -318,7 +319,7 @@ def _make_and_write(spec, seed, outdir):
     """Generate one segment, write it atomically; return (name, bytes, truth)."""
     hdul, truth = simulate_segment(spec, seed=seed)
     path = Path(outdir) / truth["file"]
-    _atomic_write(path, lambda p: hdul.writeto(p))
+    _atomic_write(path, lambda p: add_checksums(hdul).writeto(p))  # with CHECKSUM and DATASUM (ICD 1.1)
     return truth["file"], path.stat().st_size, truth
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInputError
-from ..io.fitsio import data_location, hdu_data, open_fits, read_at
+from ..io.fitsio import hdu_data, read_at
 from ..io.ingest import FileRecord, expand_inputs, ingest
 from ..schemas import flag_codes, group_spec, load_schema, validate_level0
 
@@ -30,29 +30,28 @@ class SwasAdapter:
         return expand_inputs(paths, "*.fits")
 
     # ---- phase A
-    def inspect(self, path, *, sha256):
+    def inspect(self, path, *, sha256, hdul):
         path = Path(path)
-        with open_fits(path) as hdul:
-            validate_level0(hdul, self.lh, path)
-            h0 = hdul[0].header
-            mode = h0["OBSMODE"].strip()
-            if mode not in self.mode_codes:
-                raise BadInputError(path, f"HDU PRIMARY: unknown OBSMODE {mode!r} "
-                                          f"(known: {', '.join(self.mode_codes)})")
-            nscans = h0["NSCANS"]
-            scans = hdu_data(hdul, "SCANS", path)
-            if len(scans) != nscans:
-                raise BadInputError(path, f"HDU SCANS has {len(scans)} rows, NSCANS says {nscans}")
-            rows = self._scan_rows(path, scans, mode)
-            for name in ("AOS490", "AOS550"):
-                data = hdu_data(hdul, name, path)
-                bad = ~np.isfinite(data)
-                if bad.any():
-                    row, chan = np.argwhere(bad)[0]
-                    raise BadInputError(path, f"HDU {name}: {int(bad.sum())} non-finite values "
-                                              f"(first at scan row {row}, channel {chan})")
-            hk = self._hk_rows(path, hdu_data(hdul, "HK", path))
-            where = {name.lower(): data_location(hdul, name) for name in ("AOS490", "AOS550")}
+        validate_level0(hdul, self.lh, path)
+        h0 = hdul[0].header
+        mode = h0["OBSMODE"].strip()
+        if mode not in self.mode_codes:
+            raise BadInputError(path, f"HDU PRIMARY: unknown OBSMODE {mode!r} "
+                                      f"(known: {', '.join(self.mode_codes)})")
+        nscans = h0["NSCANS"]
+        scans = hdu_data(hdul, "SCANS", path)
+        if len(scans) != nscans:
+            raise BadInputError(path, f"HDU SCANS has {len(scans)} rows, NSCANS says {nscans}")
+        rows = self._scan_rows(path, scans, mode)
+        for name in ("AOS490", "AOS550"):
+            data = hdu_data(hdul, name, path)
+            bad = ~np.isfinite(data)
+            if bad.any():
+                row, chan = np.argwhere(bad)[0]
+                raise BadInputError(path, f"HDU {name}: {int(bad.sum())} non-finite values "
+                                          f"(first at scan row {row}, channel {chan})")
+        hk = self._hk_rows(path, hdu_data(hdul, "HK", path))
+        where = {name.lower(): hdul.location(name) for name in ("AOS490", "AOS550")}
         day, seg = int(h0["MISSDAY"]), int(h0["SEGMENT"])
         segment_id = day * 1000 + seg
         rows["segment_id"] = np.full(nscans, segment_id, np.int32)

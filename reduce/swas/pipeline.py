@@ -424,6 +424,12 @@ def _batch_views(plan, pairs, level1):
     return views
 
 
+def _graph(ds, params, row0=0):
+    """The lazy graph of compute_level1 (of one unit on the runner): (plan, pairs, level1, batch views)."""
+    plan, _, pairs, level1 = _build(ds, params, row0=row0)
+    return plan, pairs, level1, _batch_views(plan, pairs, level1)
+
+
 def _compute_views(views):
     """Compute each batch's views (current dask scheduler); list of (result or None, error text)."""
     try:
@@ -449,8 +455,8 @@ def compute_level1(store_or_ds, *, params=None, row0=0):
     segment that still fails is reported with the error."""
     params = params or Params()
     ds, path = _open(store_or_ds)
-    plan, ds1, pairs, level1 = _build(ds, params, row0=row0)
-    results = _compute_views(_batch_views(plan, pairs, level1))
+    plan, pairs, level1, views = _graph(ds, params, row0=row0)
+    results = _compute_views(views)
     pieces, reports = [], dict(plan.reports)
     for b, (res, err) in zip(plan.batches, results):
         if res is not None:
@@ -607,6 +613,12 @@ class SwasLevel1(Pipeline):
         plan = plan_segments(ds, self.params, row0=a)
         return {"coadds": len(plan.coadd_rows()), "pairs": int(sum(sp.on.size for sp in plan.segs)),
                 "segments": len(plan.segs), "scans": b - a}
+
+    def build_unit(self, store, unit):
+        """The lazy graph ``compute_unit`` computes for ``unit``, built and not computed: the dask
+        collections (per batch: coadds, pairs, segments) that ``compute_level1`` hands to dask."""
+        ds, a, _ = self._cut(store, unit)
+        return [x for view in _graph(ds, self.params, row0=a)[3] for x in view]
 
     def compute_unit(self, store, unit):
         ds, a, b = self._cut(store, unit)

@@ -491,6 +491,14 @@ def test_fixed_jobs_is_adaptive_min_equals_max(fake_slurm, shared):
     assert len((fake_slurm / "cancelled").read_text().split()) == 3
 
 
+def test_batch_scheduler_gets_allowed_failures(fake_slurm, shared):
+    """The scheduler of a batch cluster (in this process) gets skyreduce.cluster.allowed-failures."""
+    with dask.config.set({"skyreduce.cluster.allowed-failures": 2}):
+        with connect(backend="slurm", jobs=1, job_cores=1, job_memory="1GiB", dashboard=False) as client:
+            assert client.cluster.scheduler.allowed_failures == 2
+    assert dask.config.get("distributed.scheduler.allowed-failures") == 3
+
+
 def test_slurm_backend_end_to_end_with_fake_sbatch(fake_slurm, shared, monkeypatch):
     """connect(backend="slurm") -> sbatch runs the job script -> a worker joins over TLS with
     the files of the private folder; clients without them are refused; close cancels the job

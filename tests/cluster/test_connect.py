@@ -415,3 +415,42 @@ def test_environment_variable_override(monkeypatch):
         monkeypatch.delenv("DASK_SKYREDUCE__CLUSTER__SCHEDULER")
         dask.config.refresh()
     assert resolve_options().scheduler is None
+
+
+# ---------------------------------------------------------------- failures (tests/test_resilience.py)
+
+
+def test_started_scheduler_gets_allowed_failures_joined_one_keeps_its_own(small_cluster):
+    """skyreduce.cluster.allowed-failures becomes distributed.scheduler.allowed-failures of a
+    scheduler connect() starts, and of no other (dask's own default stays for everything else)."""
+    lc, _ = small_cluster
+    with dask.config.set({"skyreduce.cluster.allowed-failures": 1}):
+        with connect(n_workers=1, processes=False, dashboard=False) as client:
+            assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures) == 1
+        with connect(scheduler=lc.scheduler_address) as client:
+            assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures) == 3
+    assert dask.config.get("distributed.scheduler.allowed-failures") == 3
+    assert resolve_options().allowed_failures == 3
+
+
+@pytest.mark.parametrize("key, value", [("allowed-failures", -1), ("allowed-failures", "x"), ("retries", 1.5)])
+def test_bad_failure_settings(key, value):
+    with dask.config.set({f"skyreduce.cluster.{key}": value}):
+        with pytest.raises(ReduceError, match=f"skyreduce.cluster.{key}: expected an integer >= 0"):
+            resolve_options()
+
+
+def test_scheduler_file_read_once_whole(tmp_path):
+    """`dask scheduler` writes its file in place: an empty (or half) file is waited for, not refused."""
+    import threading
+    path = tmp_path / "scheduler.json"
+    path.write_text("")
+    timer = threading.Timer(0.3, lambda: path.write_text('{"address": "tcp://127.0.0.1:8786"}'))
+    timer.start()
+    try:
+        assert cc._read_scheduler_file(path, 10) == "tcp://127.0.0.1:8786"
+    finally:
+        timer.cancel()
+    path.write_text('{"addr')
+    with pytest.raises(ReduceError, match="not a dask scheduler file"):
+        cc._read_scheduler_file(path, 0.2)

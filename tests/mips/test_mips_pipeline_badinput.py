@@ -88,7 +88,7 @@ def test_wrong_shape_raw_file_rejected_at_ingest_rest_reduced(tmp_path, mips_raw
     with fits.open(src) as hdul:
         bad = fits.PrimaryHDU(hdul[0].data[:, :16, :], header=hdul[0].header)   # 16 x 32, not 32 x 32
     src.unlink()
-    bad.writeto(src)
+    bad.writeto(src, checksum=True)
     store = tmp_path / "mips.zarr"
     summary, lines = _ingest(raw, store)
     assert summary.exit_code == 1

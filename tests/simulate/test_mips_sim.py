@@ -112,6 +112,13 @@ def test_cal_files_conform_to_icd(sim):
     assert fits.getheader(cal["mips160_distortion.fits"])["PXSCAL1"] == 16.0
 
 
+def test_every_hdu_carries_verified_checksums(sim):
+    """ICD 1.1: raw and calibration files carry CHECKSUM and DATASUM in every HDU (astropy verifies)."""
+    for path in sim["res"]["files"] + list(sim["res"]["cal"].values()):
+        with fits.open(path) as hd:
+            assert [(h.verify_checksum(), h.verify_datasum()) for h in hd] == [(1, 1)] * len(hd), path
+
+
 def test_fitsverify_clean(sim):
     tool = require_tool("fitsverify")
     raw = [f for f in sim["res"]["files"] if re.search(r"_000[01]_raw", f)]
@@ -455,6 +462,8 @@ def test_simulate_dce_reproduces_a_written_file(sim):
     hdul, tr = mips.simulate_dce(SPECS[1], 2, 5, cal=sim["out"] / "cal", sky=sky, seed=3)
     with fits.open(sim["out"] / tr["file"]) as hd:
         assert np.array_equal(hd[0].data, hdul[0].data)
-        assert hd[0].header == hdul[0].header
+        written = hd[0].header.copy()
+        del written["CHECKSUM"], written["DATASUM"]  # added on writing (ICD 1.1)
+        assert written == hdul[0].header
     e = next(d for d in sim["truth"]["dces"] if d["file"] == tr["file"])
     assert np.array_equal(tr["arrays"]["rate"], _arr(sim, e, "rate")) and tr["crs"] == e["crs"]

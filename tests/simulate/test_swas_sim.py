@@ -145,6 +145,13 @@ def test_files_conform_to_icd(small_set):
     assert lo["LOFREQ2"] == pytest.approx(553.7311e9 * (1 + 60.0 / C_KMS), rel=1e-12)
 
 
+def test_every_hdu_carries_verified_checksums(small_set):
+    """ICD 1.1: CHECKSUM and DATASUM in every HDU of every segment file (astropy verifies them)."""
+    for path in small_set[1]["files"]:
+        with fits.open(path) as hd:
+            assert [(h.verify_checksum(), h.verify_datasum()) for h in hd] == [(1, 1)] * len(hd), path
+
+
 def test_fitsverify_clean(small_set):
     exe = require_tool("fitsverify")
     for path in small_set[1]["files"]:

@@ -19,7 +19,7 @@ def _edit(path, fn):
     with fits.open(path) as h:
         h = fits.HDUList([x.copy() for x in h])
     fn(h)
-    h.writeto(path, overwrite=True)
+    h.writeto(path, overwrite=True, checksum=True)   # fresh sums: the edit is what is bad, not the sums
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from functools import partial
 
-import dask
 import dask.array as da
 import numpy as np
 
 from reduce.swas.kernels.calibrate import calibrate_batch
 from reduce.swas.physics import N_CHAN
-from reduce.swas.steps._graph import one_output
+from reduce.swas.steps._graph import one_output, task
 
 
 def calibrate(coadds, pairs, plan, params=None):
@@ -46,8 +45,7 @@ def calibrate(coadds, pairs, plan, params=None):
     for bi, b in enumerate(plan.batches):
         for half in ("490", "550"):
             fn = partial(calibrate_batch, batch=b, half=half, params=params, shift_col=0)
-            res = dask.delayed(fn, pure=True)(spec[i], stats[i], prof[half][bi],
-                                              dask_key_name=f"cal{half}-{plan.token}-{b.index}")
+            res = task(fn, f"cal{half}-{plan.token}-{b.index}", spec[i], stats[i], prof[half][bi])
             out.append(res)
             shapes.append((len(b.rows[half]), N_CHAN))
             i += 1

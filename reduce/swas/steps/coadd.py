@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from functools import partial
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 
 from reduce.swas.kernels.coadd import STATS, coadd_batch
 from reduce.swas.physics import N_CHAN
-from reduce.swas.steps._graph import outputs
+from reduce.swas.steps._graph import outputs, task
 
 
 def coadd(pairs, plan, params=None):
@@ -41,8 +40,7 @@ def coadd(pairs, plan, params=None):
     for i, b in enumerate(plan.batches):
         for half in ("490", "550"):
             fn = partial(coadd_batch, batch=b, half=half, params=params)
-            tasks.append(dask.delayed(fn, pure=True)(*(x[i] for x in inp[half]),
-                                                     dask_key_name=f"coadd{half}-{plan.token}-{b.index}"))
+            tasks.append(task(fn, f"coadd{half}-{plan.token}-{b.index}", *(x[i] for x in inp[half])))
             shapes.append((len(b.rows[half]),))
     spec = outputs(tasks, "spec", [s + (N_CHAN,) for s in shapes], np.float32, name="coadd")
     weight = outputs(tasks, "weight", [s + (N_CHAN,) for s in shapes], np.float32, name="coadd")

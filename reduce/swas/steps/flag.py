@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from functools import partial
 
-import dask
 import dask.array as da
 import numpy as np
 
 from reduce.swas.kernels.flag import flag_batch
 from reduce.swas.physics import HALVES
-from reduce.swas.steps._graph import outputs
+from reduce.swas.steps._graph import outputs, task
 
 
 def flag(pairs, plan, params=None):
@@ -37,7 +36,7 @@ def flag(pairs, plan, params=None):
         tasks = []
         for b, blk in zip(plan.batches, blocks):
             fn = partial(flag_batch, batch=b, params=params)
-            tasks.append(dask.delayed(fn, pure=True)(blk, dask_key_name=f"flag{half}-{plan.token}-{b.index}"))
+            tasks.append(task(fn, f"flag{half}-{plan.token}-{b.index}", blk))
         shapes = [(b.p1 - b.p0,) for b in plan.batches]
         fl = outputs(tasks, "flags", shapes, np.int16, name=f"flag{half}")
         st = outputs(tasks, "stats", [s + (len(crit),) for s in shapes], np.float32, name=f"flag{half}")

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from functools import partial
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 
 from reduce.swas.kernels.pair import N_LINE_MAX, pair_batch
 from reduce.swas.physics import HALVES, N_CHAN
-from reduce.swas.steps._graph import outputs
+from reduce.swas.steps._graph import outputs, task
 
 
 def _pair_blocks(*blocks, first, batch, half, params):
@@ -59,10 +58,8 @@ def pair(ds, plan, params=None):
             fn = partial(_pair_blocks, first=int(edges[ks[0]]), batch=b, half=half, params=params)
             for k in ks:  # one read task per store chunk (dask would otherwise inline the read per user)
                 if k not in chunk_tasks:
-                    chunk_tasks[k] = dask.delayed(np.asarray, pure=True)(
-                        src.blocks[k], dask_key_name=f"aos{half}-chunk-{plan.token}-{k}")
-            tasks.append(dask.delayed(fn, pure=True)(*[chunk_tasks[k] for k in ks],
-                                                     dask_key_name=f"pair{half}-{plan.token}-{b.index}"))
+                    chunk_tasks[k] = task(np.asarray, f"aos{half}-chunk-{plan.token}-{k}", src.blocks[k])
+            tasks.append(task(fn, f"pair{half}-{plan.token}-{b.index}", *[chunk_tasks[k] for k in ks]))
         mshape = [(b.p1 - b.p0,) for b in plan.batches]
         sshape = [(len(b.segs),) for b in plan.batches]
         nm = f"pair{half}"
