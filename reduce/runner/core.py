@@ -299,7 +299,7 @@ def _run_unit(pipeline: Pipeline, store, out, unit: Unit, slots: dict, token: st
     rec = {"key": unit.key, "label": unit.label, "input_hash": unit.input_hash, "out": str(out),
            "params_hash": pipeline.params_hash(), "software": f"skyreduce {__version__}",
            "status": "failed", "reason": "", "counts": {}, "problems": [], "log": [], "files": 0, "rows": {},
-           "attempts": starts}
+           "attempts": starts, "slots": {name: list(slot) for name, slot in slots.items()}}
     stage = "compute"
     try:
         if starts - 1 > allowed_failures:
@@ -415,19 +415,29 @@ def _failed_record(pipeline, unit, out, reason, attempts=0):
             "attempts": attempts}
 
 
-def _allocation(store, pipeline, units, sizes):
-    """Slots {key: {table: (start, capacity)}} in unit order; kept from the units group
-    where a unit's slot still fits, new slots at the end of the tables otherwise."""
+def _kept_slots(store, pipeline, records) -> dict:
+    """Slots {key: {table: (start, capacity)}} already given to units: from the units group, and
+    from the units' records (written last and atomically by each unit's task, so they win and
+    they survive a run killed while it rewrote the units group)."""
     tables = pipeline.tables()
-    old = open_units(store, tables[0])
-    ends = {t.name: 0 for t in tables}
     kept = {}
-    if old is not None:
+    old = open_units(store, tables[0])
+    columns = [f"{t.name}_{c}" for t in tables for c in ("start", "capacity")]
+    if old is not None and all(c in old for c in ["unit_key"] + columns):
         for i, key in enumerate(_strings(old["unit_key"].values)):
             kept[key] = {t.name: (int(old[f"{t.name}_start"].values[i]), int(old[f"{t.name}_capacity"].values[i]))
                          for t in tables}
-            for t in tables:
-                ends[t.name] = max(ends[t.name], kept[key][t.name][0] + kept[key][t.name][1])
+    for key, rec in records.items():
+        if rec.get("slots"):
+            kept[key] = {t.name: tuple(rec["slots"].get(t.name, (0, 0))) for t in tables}
+    return kept
+
+
+def _allocation(pipeline, units, sizes, kept):
+    """Slots {key: {table: (start, capacity)}} in unit order; ``kept`` (``_kept_slots``) where a
+    unit's slot still fits, new slots at the end of the tables otherwise."""
+    tables = pipeline.tables()
+    ends = {t.name: max([s[t.name][0] + s[t.name][1] for s in kept.values()], default=0) for t in tables}
     slots = {}
     for u in units:
         need = sizes.get(u.key)
@@ -554,6 +564,11 @@ def _run_all(pipeline, store, out, client, writer, summary, t0, *, redo, redo_fa
     records = read_records(store, pipeline.name)
     phash = pipeline.params_hash()
     todo = [u for u in units if redo or _stale(records.get(u.key), u, phash, str(out), redo_failed)]
+    kept = _kept_slots(store, pipeline, records)
+    stale = {u.key for u in todo}
+    lost = {u.key for u in units if u.key not in stale and u.key not in kept      # done, but where its
+            and records[u.key].get("status") == "done"}                           # rows are is not known
+    todo = [u for u in units if u.key in stale or u.key in lost]
     summary.skipped = len(units) - len(todo)
     sizes = {}
     need = []
@@ -573,7 +588,7 @@ def _run_all(pipeline, store, out, client, writer, summary, t0, *, redo, redo_fa
                 report(f"FAILED {pipeline.name} unit {unit.key}: sizing: {err}")
                 _write_record(store, pipeline.name, _failed_record(pipeline, unit, out, f"sizing: {err}"))
                 todo = [u for u in todo if u.key != unit.key]
-    slots, ends = _allocation(store, pipeline, units, sizes)
+    slots, ends = _allocation(pipeline, units, sizes, kept)
     attrs = pipeline.table_attrs(store)
     for t in pipeline.tables():
         ensure_table(store, t, ends[t.name], attrs.get(t.name))

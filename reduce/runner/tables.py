@@ -160,10 +160,14 @@ def units_path(table: TableSpec) -> str:
 
 
 def open_units(store, table: TableSpec) -> xr.Dataset | None:
-    """The units group of the pipeline that owns ``table`` (numpy-backed), or None."""
+    """The units group of the pipeline that owns ``table`` (numpy-backed), or None when there is
+    none or it cannot be read whole (a run killed while it rewrote the group: the next run
+    rewrites it from the units' records)."""
     path = units_path(table)
     try:
         with _quiet_zarr():
-            return xr.open_zarr(store, group=path, consolidated=False).load()
-    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+            ds = xr.open_zarr(store, group=path, consolidated=False).load()
+    except (OSError, KeyError, ValueError, RuntimeError, zarr.errors.GroupNotFoundError):
         return None
+    want = ["unit_key"] + [f"{table.name}_{c}" for c in ("start", "capacity", "count")]
+    return ds if all(name in ds for name in want) else None

@@ -6,6 +6,7 @@ only the units not yet done and end with store groups and products identical (ap
 DATE and the FITS checksum cards) to an uninterrupted run.
 """
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -141,6 +142,30 @@ def test_changed_parameters_recompute_every_unit(stores, tmp_path):
     assert SwasLevel1(changed).params_hash() != SwasLevel1(p).params_hash()
     second = reduce_swas(store, tmp_path / "out", params=changed, report=print)
     assert second.ran == n
+
+
+@pytest.mark.parametrize("damage", ["partly", "gone"])
+def test_units_group_lost_in_a_crash_is_rebuilt_from_the_records(uninterrupted, tmp_path, damage):
+    """A run killed while it rewrote the units group (it is replaced whole, at the start and at the
+    end of every run) leaves it partly written or absent: the rerun takes every unit's slot from
+    its record, recomputes nothing and ends with the same store tables as the uninterrupted run."""
+    ref_store, ref_out, _ = uninterrupted["mips"]
+    store = tmp_path / "mips.zarr"
+    shutil.copytree(ref_store, store)
+    shutil.copytree(ref_out, tmp_path / "out")
+    for rec in records_dir(store, "mips_bcd").glob("*.json"):     # the products' folder moved with them
+        rec.write_text(rec.read_text().replace(json.dumps(str(ref_out)), json.dumps(str(tmp_path / "out"))))
+    units = store / "bcd_units"
+    if damage == "partly":
+        for name in ("unit_key", "bcd24_start", "bcd160_capacity"):
+            shutil.rmtree(units / name)
+    else:
+        shutil.rmtree(units)
+    r = _run(_cli("reduce", "mips", "--store", store, "--out", tmp_path / "out"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(0 run now, 6 done before)" in r.stdout, r.stdout
+    got, want = _group_files(store, GROUPS["mips"]), _group_files(ref_store, GROUPS["mips"])
+    assert _differing(got, want) == []
 
 
 def test_slots_are_whole_chunks_and_never_overlap(uninterrupted):
