@@ -69,6 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--redo-failed", action="store_true", help="retry the units that failed before")
         p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                        help="wait this long for another writer's lock on the store (default: refuse at once)")
+        if name == "mips":
+            p.add_argument("--level", type=int, choices=(1, 2), default=2,
+                           help="2 (default): BCDs, then the post-BCD mosaics of every AOR and array; 1: BCDs only")
+            p.add_argument("--refcat", type=Path, default=None, metavar="FILE",
+                           help="reference positions (CSV with columns ra,dec in deg, or a FITS table with RA, DEC) "
+                                "that tie the refined pointing to absolute positions; default: relative refinement")
+
+    p = commands.add_parser("mosaic", parents=[parent],
+                            help="mosaic BCD FITS files (ours or the SSC's, MIPS or IRAC): one mosaic per array, "
+                                 "or per AOR and array")
+    p.add_argument("bcds", nargs="+", type=Path, metavar="BCD", help="BCD FITS files or folders (searched for *_bcd.fits)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the products (its work/ store keeps the state)")
+    p.add_argument("--refcat", type=Path, default=None, metavar="FILE", help="reference positions (as for reduce mips)")
+    p.add_argument("--per-aor", action="store_true", help="one mosaic per AOR and array (default: per array)")
+    p.add_argument("--pixel-scale", type=float, default=None, metavar="ARCSEC",
+                   help="output pixel scale (default: MIPS 2.45/4.0/8.0, IRAC 0.6)")
+    p.add_argument("--redo", action="store_true", help="recompute every mosaic, also those already done")
+    p.add_argument("--redo-failed", action="store_true", help="retry the mosaics that failed before")
 
     p = commands.add_parser("demo", parents=[parent],
                             help="simulate a small SWAS and MIPS set, ingest both and reduce them to level-1 products")
@@ -125,6 +143,8 @@ def _run(args) -> int:
             return _reduce(args, client)
         if args.command == "demo":
             return _demo(args, client)
+        if args.command == "mosaic":
+            return _mosaic(args, client)
     raise AssertionError(args.command)
 
 
@@ -175,9 +195,28 @@ def _reduce(args, client):
         from .swas.pipeline import reduce_swas as run
     else:
         from .mips.pipeline import reduce_mips as run
-    summary = run(args.store, args.out, client=client, progress=not args.quiet, report=report,
-                  redo=getattr(args, "redo", False), redo_failed=getattr(args, "redo_failed", False),
-                  wait=getattr(args, "wait", 0.0))
+    kwargs = dict(client=client, progress=not args.quiet, report=report, redo=getattr(args, "redo", False),
+                  redo_failed=getattr(args, "redo_failed", False), wait=getattr(args, "wait", 0.0))
+    summary = run(args.store, args.out, **kwargs)
+    print(summary.text())
+    if args.instrument != "mips" or args.level == 1:
+        return summary.exit_code
+    from .mosaic.files import usable_refcat
+    from .mosaic.pipeline import MosaicParams, reduce_mips_level2
+    refcat, bad = usable_refcat(args.refcat)
+    if bad:
+        report(bad)
+    level2 = reduce_mips_level2(args.store, args.out, params=MosaicParams().with_refcat(refcat), **kwargs)
+    print(level2.text())
+    return max(summary.exit_code, level2.exit_code, 1 if bad else 0)
+
+
+def _mosaic(args, client):
+    from .mosaic.files import mosaic_files
+    report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    summary = mosaic_files(args.bcds, args.out, refcat=args.refcat, per_aor=args.per_aor,
+                           pixel_scale=args.pixel_scale, client=client, progress=not args.quiet, report=report,
+                           redo=args.redo, redo_failed=args.redo_failed)
     print(summary.text())
     return summary.exit_code
 

@@ -102,6 +102,7 @@ class UnitResult:
     problems: list = field(default_factory=list)
     log: list = field(default_factory=list)
     context: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)     # lines for the user that are not problems
 
 
 class Pipeline:
@@ -251,6 +252,7 @@ class RunSummary:
     skipped: int = 0         # units already done
     seconds: float = 0.0
     lines: list = field(default_factory=list)     # pipeline's table
+    notes: list = field(default_factory=list)     # units' notes (not problems: the exit code ignores them)
 
     @property
     def exit_code(self) -> int:
@@ -265,6 +267,7 @@ class RunSummary:
             self.failed_units.append(rec["key"])
             self.problems.append(f"unit {rec['label']}: {rec['reason']}")
         self.problems += rec.get("problems", [])
+        self.notes += rec.get("notes", [])
 
     def text(self, max_problems: int = 50) -> str:
         u = self.units
@@ -272,6 +275,9 @@ class RunSummary:
                 f"{u['failed']} failed, {u['excluded']} excluded ({self.ran} run now, {self.skipped} done "
                 f"before); {self.files} product files in {self.out}; {self.seconds:.1f} s")
         lines = [head] + self.lines
+        if self.notes:
+            lines.append(f"  notes ({len(self.notes)}):")
+            lines += [f"    {n}" for n in self.notes[:max_problems]]
         if self.problems:
             lines.append(f"  problems ({len(self.problems)}):")
             lines += [f"    {p}" for p in self.problems[:max_problems]]
@@ -307,7 +313,7 @@ def _run_unit(pipeline: Pipeline, store, out, unit: Unit, slots: dict, token: st
         with dask.config.set(scheduler="sync"):
             result = pipeline.compute_unit(store, unit)
             rec.update(status=result.status, reason=result.reason, counts=result.counts,
-                       problems=list(result.problems), log=list(result.log))
+                       problems=list(result.problems), log=list(result.log), notes=list(result.notes))
             stage = "store write"
             check_lock_token(store, token)
             for table in pipeline.tables():

@@ -14,9 +14,29 @@ array centres sit ``fp_offset`` " along +y from the boresight (sim: -150/0/+150"
 EXPID = leg, DCENUM = DCE in leg. DCE cadence = EXPTIME(Ge) + ``overhead`` s; MJD_OBS is
 the mid-time. PA_REF = true PA (no PA error, sim).
 
+Scan maps also carry (all sim, none in MipsPhot AORs, see make_mips_sky / leg_offsets):
+- a background gradient: a linear slope of the extended emission over the AOR's field
+  (sky.gradients: direction PA uniform, change from the centre to the field radius 5-20 %
+  of BACKGROUND per band, zero beyond 1.5 field radii), rendered like all extended emission;
+- one moving object (sky.movers, not in the static catalogue): 10-60 "/min in a random
+  direction, passing a point near the first array's centre in the middle of a leg; flux24
+  0.005-0.015 Jy (below 24 um saturation, ~30 mJy), flux70 = 0.3-0.6 flux24, flux160 =
+  0.2-0.4 flux70 (so chiefly a 24 um outlier); rendered at each DCE's mid-time (no trailing);
+- per-leg additive offsets at 70/160 um (Ge slow drifts): one value [MJy/sr] per EXPID and
+  array, N(0, LEG_OFFSET_FRAC * BACKGROUND) minus the mean over the legs, added to the sky
+  signal before the detector model (so it comes out of a BCD as a surface-brightness offset).
+
+Scan map of a chosen size: ``plan_mips(aors=2, scan_dces=N, scan_legs=L, scan_arrays=(1,))``
+or directly ``AorSpec(aorkey=..., aot_type="MipsScan", object=..., ra=..., dec=...,
+start_mjd=..., n_dce=N, n_legs=L, arrays=(1,), overhead=0.3)`` (n_dce DCEs per array, in L
+legs of ceil(N/L) DCEs; step along the scan scan_rate*(EXPTIME+overhead), 22.4" for the
+defaults with overhead 0.3; legs leg_sep = 148" apart).
+
 API: plan_mips, AorSpec, write_calibration (mips_cal), simulate_dce, simulate_mips;
 helpers: dce_pointing (true and reconstructed pointing of one DCE), make_mips_sky (truth sky
-of a list of specs), responsivity(chnl, mjd), mips_cal.array_wcs / load_calibration.
+of a list of specs), leg_offsets (per-leg offsets of a scan map), responsivity(chnl, mjd),
+mips_cal.array_wcs / load_calibration; truth helpers in mips_sky: sky_of, truth_image,
+surface_brightness, mover_position.
 
 Pointing: true = commanded + settle error (0.3" per axis, sim); RA_REF/DEC_REF = true +
 Gaussian error of the ICD's 1 sigma radial (sigma/sqrt(2) per axis): 1.4"/1.7"/3.9".
@@ -48,18 +68,25 @@ files are the exact detector truth (flat, dark, nonlin, STIMAMP, FLUXCONV, GAIN,
   distortion file (mips_cal.array_wcs) at the TRUE pointing (see mips_sky).
 
 Truth JSON (``mips_truth.json``): {"format": "skyreduce-mips-truth-1", "seed", "calvers",
-"sky": {"sources": {ra, dec, flux24, flux70, flux160 [deg, Jy]}, "extended": {...}},
+"sky": {"sources": {ra, dec, flux24, flux70, flux160 [deg, Jy]}, "extended": {model, background,
+clouds, gradients}, "movers": {model, ra, dec, mjd0, rate_east, rate_north, flux*, aorkey}}
+(mips_sky.Sky; mips_sky.sky_of(truth) rebuilds it),
+"leg_offsets": {aorkey: {chnl: [MJy/sr per EXPID]}} (MipsScan AORs, chnl 2 and 3),
 "responsivity": {"model", "amp", "period_d", "mjd0", "phase": {chnl: rad}},
 "arrays": {chnl: {band_um, pointing_sigma_arcsec, settle_sigma_arcsec_per_axis, fwhm_arcsec,
 cr_rate_per_pixel_s}}, "aors": [AorSpec fields],
 "dces": [one entry per raw file: file, chnl, aorkey, expid, dcenum, index, mjd, ra, dec, pa
 (true array-centre pointing), ra_ref, dec_ref, ra_rqst, dec_rqst, exptime, nreads, stim,
 resp, droop [DN/s], jailbar [DN/s], n_sat, crs [{read, y, x, amp [DN], dresp; 24 um also
-dslope [DN/s] = slope increase}],
+dslope [DN/s] = slope increase}], leg_offset [MJy/sr, added to the sky signal; 0 but for
+70/160 um scan maps], movers [{id (index in sky.movers), ra, dec, x, y (0-based pixel, true
+pointing)} of the moving objects whose centre is on the array],
 npz {"key", "index"}]}. ``read``: first read (24 um: sample) that contains the CR step;
 dresp: fractional responsivity change from read+1 on (Ge).
 Truth NPZ (``mips_truth.npz``): per group key K = "M{C}_{AORKEY}_{first:05d}":
-K_flux float32 [n, ny, nx] sky brightness at the pixel centres/integrated PSF [MJy/sr];
+K_flux float32 [n, ny, nx] brightness the array sees at the pixel centres/integrated PSF
+[MJy/sr]: static sky + moving objects + the DCE's leg_offset (mips_sky.truth_image gives
+the static sky alone);
 K_rate float32 [n, ny, nx] true noiseless rate before CRs [DN/s] (24 um: incl. dark, droop,
 jailbar; Ge: incl. dark, stim, at the DCE mid-time responsivity); K_sat: 24 um uint8
 on-board first-difference flag, Ge int16 first clipped read (NREADS if none).
@@ -84,7 +111,8 @@ from . import mips_detector as det
 from .mips_cal import (ARRAYS, GE_NREADS, MIPS_SECOND, PM_NOISY, NOISY_FACTOR, READTIME_GE,
                        SAMPTIME_SI, array_wcs, atomic_writeto, load_calibration,
                        write_calibration)
-from .mips_sky import _offset, make_sky, render
+from .mips_sky import (BACKGROUND, GRADIENT_KEYS, MOVER_KEYS, _offset, _sep_arcsec, make_sky,
+                       mover_position, render)
 from .truthio import zip_array
 
 log = logging.getLogger(__name__)
@@ -92,6 +120,11 @@ log = logging.getLogger(__name__)
 SETTLE_SIGMA = 0.3  # (sim) arcsec per axis, true - commanded
 RESP_AMP, RESP_PERIOD, RESP_MJD0 = 0.04, 0.25, 53000.0  # (sim)
 STIM_PERIOD_S = 60.0  # (sim)
+LEG_OFFSET_FRAC = 0.03  # (sim) sigma of the per-leg 70/160 um offsets, fraction of BACKGROUND
+GRADIENT_FRAC = (0.05, 0.20)  # (sim) gradient: change centre -> field radius, fraction of BACKGROUND
+MOVER_RATE = (10.0, 60.0)  # (sim) "/min, moving-object speed
+SCAN_SOURCES_PER_DEG2 = 150.0  # (sim) catalogue density of large scan fields (small ones: 40 sources)
+MOVER_FLUX24 = (0.005, 0.015)  # (sim) Jy, log-uniform (24 um saturates at ~30 mJy)
 GROUP_SIZE = 100  # DCEs per parallel task / npz key
 SCLK_EPOCH = Time("1980-01-01T00:00:00", scale="utc")  # (sim)
 
@@ -120,10 +153,14 @@ class AorSpec:
     leg_sep: float = 148.0
     overhead: float = 1.0
     stim_every: int = 0  # 0: auto, every ~STIM_PERIOD_S
+    n_sources: int = 0  # catalogue sources in the AOR's field; 0: auto (see _fields)
 
 
-def plan_mips(*, aors=2, seed=0) -> list[AorSpec]:
-    """``aors`` small AORs alternating MipsPhot and MipsScan, about 2 h apart (sim targets)."""
+def plan_mips(*, aors=2, seed=0, scan_dces=30, scan_legs=2, scan_arrays=(1, 2, 3)) -> list[AorSpec]:
+    """``aors`` small AORs alternating MipsPhot and MipsScan, about 2 h apart (sim targets).
+
+    MipsScan AORs get ``scan_dces`` DCEs per array in ``scan_legs`` legs with ``scan_arrays``
+    (the defaults give the historical plan; the random draws do not depend on them)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
     specs = []
     for i in range(aors):
@@ -133,8 +170,9 @@ def plan_mips(*, aors=2, seed=0) -> list[AorSpec]:
             aot_type="MipsPhot" if phot else "MipsScan",
             object=f"SIMFIELD-{i + 1}", ra=float(rng.uniform(0, 360)),
             dec=float(rng.uniform(-60, 60)), start_mjd=53500.0 + 0.1 * i,
-            n_dce=24 if phot else 30, pa=float(rng.uniform(0, 360)),
-            overhead=1.0 if phot else 0.3))
+            n_dce=24 if phot else scan_dces, pa=float(rng.uniform(0, 360)),
+            overhead=1.0 if phot else 0.3, **({} if phot else
+                                              {"n_legs": scan_legs, "arrays": tuple(scan_arrays)})))
     return specs
 
 
@@ -200,6 +238,24 @@ def _plan(aor, chnl, seed):
             "stim": stim}
 
 
+def leg_offsets(aor, chnl, seed=0):
+    """Additive per-leg offsets [MJy/sr] of one array, indexed by EXPID (float64 [n legs used]).
+
+    70/160 um scan maps: N(0, LEG_OFFSET_FRAC * BACKGROUND[band]) per leg minus their mean
+    (zero mean over the legs); zeros for 24 um and for MipsPhot AORs."""
+    return np.array(_leg_offsets(aor, chnl, seed))
+
+
+@functools.lru_cache(maxsize=256)
+def _leg_offsets(aor, chnl, seed):
+    n = int(_plan(aor, chnl, seed)["expid"].max()) + 1
+    if aor.aot_type != "MipsScan" or chnl == 1:
+        return (0.0,) * n
+    rng = np.random.default_rng(np.random.SeedSequence([seed, aor.aorkey, chnl, 5, 18]))
+    o = rng.normal(0.0, LEG_OFFSET_FRAC * BACKGROUND[ARRAYS[chnl].band], n)
+    return tuple(float(v) for v in o - o.mean())
+
+
 def raw_name(aor, chnl, expid, dcenum):
     return f"SPITZER_M{chnl}_{aor.aorkey}_{int(expid):04d}_{int(dcenum):04d}_raw.fits"
 
@@ -228,8 +284,12 @@ def simulate_dce(aor: AorSpec, chnlnum: int, index: int, *, cal, sky, seed):
     _, r_noise, r_cr = _rngs(seed, aor, chnlnum, index)
     ra_t, dec_t, ra_r, dec_r = dce_pointing(aor, chnlnum, index, seed=seed)
     wcs = array_wcs(c["dist"], ra_t, dec_t, aor.pa)
-    flux = render(sky, a.band, wcs, a.shape, a.fwhm)
     mjd = float(plan["mjd"][index])
+    flux = render(sky, a.band, wcs, a.shape, a.fwhm, mjd=mjd)
+    expid = int(plan["expid"][index])
+    off = float(leg_offsets(aor, chnlnum, seed)[expid])
+    if off:
+        flux = flux + off
     rdn = np.where(c["pmask"] & PM_NOISY, NOISY_FACTOR, 1.0) * c["rdnoise"]
     sky_rate = flux / c["fluxconv"] * c["flat"]
     tr = {"file": raw_name(aor, chnlnum, plan["expid"][index], plan["dcenum"][index]),
@@ -237,7 +297,8 @@ def simulate_dce(aor: AorSpec, chnlnum: int, index: int, *, cal, sky, seed):
           "dcenum": int(plan["dcenum"][index]), "index": index, "mjd": mjd,
           "ra": float(ra_t), "dec": float(dec_t), "pa": aor.pa, "ra_ref": float(ra_r),
           "dec_ref": float(dec_r), "ra_rqst": float(plan["ra"][index]),
-          "dec_rqst": float(plan["dec"][index])}
+          "dec_rqst": float(plan["dec"][index]), "leg_offset": off,
+          "movers": _movers_on_array(sky, wcs, a.shape, mjd, ra_t, dec_t)}
     if chnlnum == 1:
         data, extra = _si(aor, c, sky_rate, rdn, r_noise, r_cr)
     else:
@@ -248,6 +309,21 @@ def simulate_dce(aor: AorSpec, chnlnum: int, index: int, *, cal, sky, seed):
     tr.update(extra)
     hdr = _header(aor, chnlnum, index, plan, tr, c)
     return fits.HDUList([fits.PrimaryHDU(data, header=hdr)]), tr
+
+
+def _movers_on_array(sky, wcs, shape, mjd, ra_c, dec_c):
+    """Truth list of the moving objects whose centre falls on the array at ``mjd``."""
+    m = sky.movers
+    if not len(m["ra"]):
+        return []
+    ra, dec = mover_position(sky, mjd)
+    out = []
+    ny, nx = shape
+    for j in np.flatnonzero(_sep_arcsec(ra, dec, ra_c, dec_c) < 0.75 * np.hypot(nx * 20.0, ny * 20.0)):
+        x, y = (float(v[0]) for v in wcs.all_world2pix([ra[j]], [dec[j]], 0))
+        if -0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5:
+            out.append({"id": int(j), "ra": float(ra[j]), "dec": float(dec[j]), "x": x, "y": y})
+    return out
 
 
 def _si(aor, c, sky_rate, rdn, r_noise, r_cr):
@@ -321,16 +397,74 @@ def _header(aor, chnl, index, plan, tr, c):
 
 
 def make_mips_sky(specs, *, seed=0):
-    """The truth sky that simulate_mips uses for these AOR specs (mips_sky.Sky)."""
-    return make_sky(_fields(specs), seed=seed)
+    """The truth sky that simulate_mips uses for these AOR specs (mips_sky.Sky): the static
+    sky of every AOR's field (make_sky) plus, per MipsScan AOR, a background gradient and a
+    moving object (drawn from their own random streams: the rest of the sky is unchanged)."""
+    sky = make_sky(_fields(specs), seed=seed)
+    grads, movers = [], []
+    for i, s in enumerate(specs):
+        if s.aot_type == "MipsScan":
+            rng = np.random.default_rng(np.random.SeedSequence([seed, 7, i, 1]))
+            grads.append(_scan_gradient(s, rng))
+            movers.append(_scan_mover(s, rng, seed))
+    cols = lambda rows, keys: {k: np.array([r[k] for r in rows], float) for k in keys}  # noqa: E731
+    return dataclasses.replace(sky, gradients=cols(grads, GRADIENT_KEYS), movers=cols(movers, MOVER_KEYS))
+
+
+def scan_radius(aor):
+    """Radius [arcsec] around (aor.ra, aor.dec) of a scan map's sky region: 250" beyond the
+    farthest array-footprint corner, or 250" + half the total scan length if smaller (the
+    historical radius, which all maps of up to ~60 DCEs in 2 legs keep)."""
+    reach = 0.0
+    for chnl in aor.arrays:
+        dx, dy, _, _ = _array_offsets(aor, chnl, 0)
+        a = ARRAYS[chnl]
+        half = 0.5 * np.hypot(a.shape[1] * a.pxscal[0], a.shape[0] * a.pxscal[1])
+        reach = max(reach, float(np.max(np.hypot(dx, dy))) + half)
+    return float(min(250.0 + 0.5 * aor.n_dce * aor.scan_rate * dce_duration(aor), reach + 250.0))
+
+
+def _scan_gradient(aor, rng):
+    """One background gradient over a scan map's field (a row of mips_sky.Sky.gradients)."""
+    rad = scan_radius(aor)
+    g = {"ra": aor.ra, "dec": aor.dec, "radius": 1.5 * rad, "pa": rng.uniform(0.0, 360.0),
+         "aorkey": aor.aorkey}
+    for band, bg in BACKGROUND.items():
+        g[f"g{band}"] = rng.uniform(*GRADIENT_FRAC) * bg / (rad / 3600.0)  # MJy/sr per deg
+    return g
+
+
+def _scan_mover(aor, rng, seed):
+    """One moving object crossing a scan map (a row of mips_sky.Sky.movers): at mjd0 it is
+    within a quarter of the half field of the centre of the first array in a mid-leg DCE."""
+    chnl = aor.arrays[0]
+    plan, a = _plan(aor, chnl, seed), ARRAYS[chnl]
+    m = -(-aor.n_dce // aor.n_legs)
+    mid = np.flatnonzero(np.abs(plan["dcenum"] - (m - 1) / 2) <= m / 4)
+    j = int(rng.choice(mid if mid.size else np.arange(aor.n_dce)))
+    half = 0.25 * 0.5 * min(a.shape[1] * a.pxscal[0], a.shape[0] * a.pxscal[1])
+    ra, dec = _offset(plan["ra"][j], plan["dec"][j], *rng.uniform(-half, half, 2))
+    speed = rng.uniform(*MOVER_RATE) / 60.0  # "/s
+    theta = rng.uniform(0.0, 2 * np.pi)
+    f24 = 10 ** rng.uniform(*np.log10(MOVER_FLUX24))
+    f70 = f24 * rng.uniform(0.3, 0.6)
+    return {"ra": float(ra), "dec": float(dec), "mjd0": float(plan["mjd"][j]),
+            "rate_east": speed * np.sin(theta), "rate_north": speed * np.cos(theta),
+            "flux24": f24, "flux70": f70, "flux160": f70 * rng.uniform(0.2, 0.4), "aorkey": aor.aorkey}
 
 
 def _fields(specs):
-    """(ra, dec, radius arcsec) of each AOR's sky region, for make_sky."""
+    """(ra, dec, radius arcsec, number of sources) of each AOR's sky region, for make_sky.
+
+    MipsPhot: 250". MipsScan: scan_radius. Sources: ``n_sources`` if set, else 40, or for scan
+    maps SCAN_SOURCES_PER_DEG2 times the field's area if more (maps of up to ~60 DCEs in 2
+    legs keep their historical sky)."""
     out = []
     for s in specs:
-        rad = 250.0 if s.aot_type == "MipsPhot" else 250.0 + 0.5 * s.n_dce * s.scan_rate * dce_duration(s)
-        out.append((s.ra, s.dec, rad))
+        rad = 250.0 if s.aot_type == "MipsPhot" else scan_radius(s)
+        auto = 40 if s.aot_type == "MipsPhot" else max(
+            40, int(round(SCAN_SOURCES_PER_DEG2 * np.pi * (rad / 3600.0) ** 2)))
+        out.append((s.ra, s.dec, rad, s.n_sources or auto))
     return out
 
 
@@ -367,6 +501,8 @@ def _truth_meta(specs, sky, seed, calvers):
                             "cr_rate_per_pixel_s": det.CR_RATE_SI if c == 1 else det.CR_RATE_GE}
                    for c, a in ARRAYS.items()},
         "aors": [dataclasses.asdict(s) for s in specs],
+        "leg_offsets": {str(s.aorkey): {str(c): list(_leg_offsets(s, c, seed)) for c in s.arrays if c > 1}
+                        for s in specs if s.aot_type == "MipsScan"},
     }
 
 

@@ -1,0 +1,46 @@
+"""The zarr group of one mosaic (``level2/<unit key>`` in the store): images on the output grid
+(``sci``, ``unc``, ``cov``; the outlier step's ``median``, ``mad``, ``depth``), chunked by output
+tile so that tiles are written in parallel, and the per-frame ``rejected`` masks
+(frame, y, x) chunked by frame block."""
+from __future__ import annotations
+
+import zarr
+
+from ...io.store import _quiet_zarr
+
+GRID_ARRAYS = {"sci": ("float32", float("nan")), "unc": ("float32", float("nan")), "cov": ("float32", 0.0),
+               "median": ("float32", float("nan")), "mad": ("float32", float("nan")), "depth": ("int16", 0)}
+
+
+def group_path(key: str) -> str:
+    return f"level2/{key}"
+
+
+def create(store, key, grid_shape, tile, n_frames, frame_shape, frame_block, attrs):
+    """(Re)create the unit's arrays, empty (a unit done again starts from nothing)."""
+    with _quiet_zarr():
+        g = zarr.open_group(str(store), path=group_path(key), mode="w", use_consolidated=False)
+        g.attrs.update(attrs)
+        for name, (dtype, fill) in GRID_ARRAYS.items():
+            g.create_array(name, shape=tuple(grid_shape), chunks=(tile, tile), dtype=dtype, fill_value=fill,
+                           dimension_names=("y", "x"))
+        g.create_array("rejected", shape=(max(n_frames, 1),) + tuple(frame_shape),
+                       chunks=(frame_block,) + tuple(frame_shape), dtype="uint8", fill_value=0,
+                       dimension_names=("frame", "fy", "fx"))
+    return True
+
+
+def write(store, key, name, region, values):
+    with _quiet_zarr():
+        zarr.open_array(str(store), path=f"{group_path(key)}/{name}", mode="r+")[region] = values
+    return True
+
+
+def read(store, key, name, region=()):
+    with _quiet_zarr():
+        return zarr.open_array(str(store), path=f"{group_path(key)}/{name}", mode="r")[region]
+
+
+def attrs(store, key) -> dict:
+    with _quiet_zarr():
+        return dict(zarr.open_group(str(store), path=group_path(key), mode="r").attrs)
