@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redo-failed", action="store_true", help="retry the mosaics that failed before")
 
     p = commands.add_parser("demo", parents=[parent],
-                            help="simulate a small SWAS and MIPS set, ingest both and reduce them to level-1 products")
+                            help="simulate a small SWAS and MIPS set, ingest both and reduce them (SWAS level 1, "
+                                 "MIPS BCDs and mosaics)")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for everything (default demo-output)")
 
     p = commands.add_parser("batch", parents=[parent],
@@ -234,9 +235,11 @@ def _demo(args, client):
         raw = out / "raw" / instrument
         codes.append(_simulate(args, client, instrument, raw))
         codes.append(_ingest(args, client, instrument, [raw], out / f"{instrument}.zarr"))
-    for instrument, reduce_fn in (("swas", reduce_swas), ("mips", reduce_mips)):
-        summaries[instrument] = summary = reduce_fn(out / f"{instrument}.zarr", out / "products" / instrument,
-                                                    client=client, progress=not args.quiet, report=report)
+    from .mosaic.pipeline import reduce_mips_level2
+    for instrument, reduce_fn in (("swas", reduce_swas), ("mips", reduce_mips), ("mips2", reduce_mips_level2)):
+        store = out / f"{instrument[:4]}.zarr"
+        summaries[instrument] = summary = reduce_fn(store, out / "products" / instrument[:4], client=client,
+                                                    progress=not args.quiet, report=report)
         codes.append(summary.exit_code)
     print()
     print(f"demo in {out}: raw files {out / 'raw'}, stores {out / 'swas.zarr'} and {out / 'mips.zarr'}")
@@ -245,7 +248,9 @@ def _demo(args, client):
     print("\n".join(summaries["swas"].lines))
     print(f"  MIPS BCDs    -> {out / 'products' / 'mips'} (_bcd, _bunc, _bbmsk FITS per DCE)")
     print("\n".join(summaries["mips"].lines))
-    for line in summaries["swas"].problems + summaries["mips"].problems:
+    print(f"  MIPS level 2 -> {out / 'products' / 'mips'} (_maic, _munc, _mcov FITS and _mptg.tbl per AOR and array)")
+    print("\n".join(summaries["mips2"].lines))
+    for line in summaries["swas"].problems + summaries["mips"].problems + summaries["mips2"].problems:
         print(f"    problem: {line}")
     print("  open the stores with xarray.open_datatree(path, engine='zarr'), or reduce.swas.open_store(path)")
     return max(codes)

@@ -132,7 +132,7 @@ class DaskCluster:
 
 
 def _reduce(store, out, *cluster_args):
-    return [SKYREDUCE, "reduce", "mips", "--store", store, "--out", out, *cluster_args, "-q"]
+    return [SKYREDUCE, "reduce", "mips", "--level", "1", "--store", store, "--out", out, *cluster_args, "-q"]
 
 
 def _run(cmd, timeout=300, env=None):

@@ -29,6 +29,9 @@ from reduce.swas.pipeline import Params, SwasLevel1, open_level1, reduce_swas
 SKYREDUCE = str(Path(sys.executable).with_name("skyreduce"))
 
 
+LEVEL = {"swas": [], "mips": ["--level", "1"]}   # the runner's own tests: level 1 (BCDs) only
+
+
 def _cli(*args):
     return [SKYREDUCE, *map(str, args), "--workers", "2", "--threads-per-worker", "1", "--no-dashboard", "-q"]
 
@@ -79,7 +82,7 @@ def uninterrupted(stores, tmp_path_factory):
     out = {}
     for instrument in ("swas", "mips"):
         store = _copy(stores, instrument, root)
-        r = _run(_cli("reduce", instrument, "--store", store, "--out", root / f"out-{instrument}"))
+        r = _run(_cli("reduce", instrument, *LEVEL[instrument], "--store", store, "--out", root / f"out-{instrument}"))
         assert r.returncode == 0, r.stdout + r.stderr
         out[instrument] = (store, root / f"out-{instrument}", r.stdout)
     return out
@@ -96,7 +99,7 @@ def test_killed_at_random_moment_then_rerun_equals_uninterrupted(stores, uninter
     name = {"swas": "swas_level1", "mips": "mips_bcd"}[instrument]
     rng = random.Random(instrument)
     want = rng.randint(1, n_units - 2)          # kill after this many units were recorded
-    proc = subprocess.Popen(_cli("reduce", instrument, "--store", store, "--out", out),
+    proc = subprocess.Popen(_cli("reduce", instrument, *LEVEL[instrument], "--store", store, "--out", out),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -110,7 +113,7 @@ def test_killed_at_random_moment_then_rerun_equals_uninterrupted(stores, uninter
     proc.wait()
     done_before = len(read_records(store, name))
     assert 0 < done_before < n_units
-    r = _run(_cli("reduce", instrument, "--store", store, "--out", out))
+    r = _run(_cli("reduce", instrument, *LEVEL[instrument], "--store", store, "--out", out))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"({n_units - done_before} run now, {done_before} done before)" in r.stdout, r.stdout
     got, want_files = _group_files(store, GROUPS[instrument]), _group_files(ref_store, GROUPS[instrument])
@@ -161,7 +164,7 @@ def test_units_group_lost_in_a_crash_is_rebuilt_from_the_records(uninterrupted, 
             shutil.rmtree(units / name)
     else:
         shutil.rmtree(units)
-    r = _run(_cli("reduce", "mips", "--store", store, "--out", tmp_path / "out"))
+    r = _run(_cli("reduce", "mips", *LEVEL["mips"], "--store", store, "--out", tmp_path / "out"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "(0 run now, 6 done before)" in r.stdout, r.stdout
     got, want = _group_files(store, GROUPS["mips"]), _group_files(ref_store, GROUPS["mips"])
