@@ -361,6 +361,9 @@ def _common_cards(m, *, chnlnum, calibration, version, fluxconv, history, date):
     if "responsivity" in m and np.isfinite(m["responsivity"]):
         c.append(_card("RESPONS", _f32(m["responsivity"]),
                        "Stim responsivity applied (1 = nominal)"))
+    if "responsivity_unc" in m and np.isfinite(m["responsivity_unc"]):
+        c.append(_card("RESPUNC", _f32(m["responsivity_unc"]),
+                       "Fractional 1-sigma responsivity error, in _bunc"))
 
     c += _section("DATA FLOW KEYWORDS")
     c += [_card("DATE", date, "[YYYY-MM-DDThh:mm:ss UTC] file creation date"),
@@ -570,8 +573,9 @@ def plan_export(bcd, version):
     DCEs to export; every DCE left out gets one log line with the reason."""
     chnlnum = int(bcd.attrs["chnlnum"])
     coords = {k: np.asarray(c.values) for k, c in bcd.coords.items() if c.dims == ("dce",)}
-    if "responsivity" in bcd.data_vars and bcd["responsivity"].dims == ("dce",):
-        coords["responsivity"] = np.asarray(bcd["responsivity"].values)
+    for name in ("responsivity", "responsivity_unc"):
+        if name in bcd.data_vars and bcd[name].dims == ("dce",):
+            coords[name] = np.asarray(bcd[name].values)
     for key in ("aorkey", "expid", "dcenum", "time", "exptime", "ra_ref", "dec_ref", "pa_ref"):
         if key not in coords:
             raise ValueError(f"BCD Dataset lacks the per-DCE coordinate {key!r}")

@@ -216,7 +216,7 @@ def assemble(plan: Plan, params: BcdParams = BcdParams()):
         extra = ["slope", "difference", "replaced"]
     else:
         out = ramp_steps.pipeline(ds, plan, plan.cal, params.ge)
-        extra = ["responsivity", "ncr"]
+        extra = ["responsivity", "responsivity_unc", "ncr"]
     return _finish(out, plan, params, extra), reports_of(plan.chnlnum, plan.status, plan.ds)
 
 

@@ -189,3 +189,101 @@ def test_apply_responsivity_block(aor):
     np.testing.assert_allclose(out, rel * 300.0 + aor["flash"][:, None, None] * (rel - 1) * aor["stimamp"],
                                rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(unc, 1.0 / resp[:, None, None] * np.ones((1, NY, NX)), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- drift model ('gp', the default)
+def _curved(t):
+    """A curving drift like the simulator's: 4 % sine of 6 h period (t in s)."""
+    return 1.0 + 0.04 * np.sin(2 * np.pi * t / 21600.0 + 2.5)
+
+
+def _gp_block(t_stim, r_stim, sig, t, method="gp"):
+    stims = np.stack([r_stim, np.ones_like(r_stim), sig], axis=1)
+    return rk.responsivity_block(t, np.zeros(t.size, np.int64), np.zeros(t.size, bool), stims=stims,
+                                 stim_times=t_stim, stim_aors=np.zeros(t_stim.size, np.int64), method=method,
+                                 time_unit_s=1.0, with_unc=True)
+
+
+def test_gp_drift_model_extrapolates_with_honest_uncertainty():
+    """Stims every 10 min over 1.5 h of a curving ~5 % drift, DCEs 20 min before the first and after
+    the last: the drift model beats holding the end stims' values (the former 'linear') outside,
+    its uncertainty is smallest at the stims, grows between them and most in extrapolation, and its
+    pulls over many noise draws have zero mean and unit width."""
+    rng = np.random.default_rng(3)
+    t_stim = np.arange(0.0, 5401.0, 600.0)
+    t = np.arange(-1200.0, 6601.0, 100.0)
+    truth = _curved(t)
+    z, err_gp, err_lin, uncs = [], [], [], []
+    for _ in range(60):
+        sig = np.full(t_stim.size, 0.001)
+        meas = _curved(t_stim) + rng.normal(0, 0.001, t_stim.size)
+        r, u = _gp_block(t_stim, meas, sig, t)
+        lin, ulin = _gp_block(t_stim, meas, sig, t, method="linear")
+        assert r.dtype == np.float32 and u.dtype == np.float32 and (ulin == 0).all()
+        z.append((r / truth - 1) / u)
+        err_gp.append(r / truth - 1)
+        err_lin.append(lin / truth - 1)
+        uncs.append(u)
+    z, err_gp, err_lin, u = np.array(z), np.array(err_gp), np.array(err_lin), np.mean(uncs, axis=0)
+    out = (t < t_stim[0]) | (t > t_stim[-1])
+    rms = lambda e: np.sqrt(np.mean(e ** 2))  # noqa: E731
+    assert np.ptp(truth) > 0.04
+    assert rms(err_gp[:, out]) < 0.5 * rms(err_lin[:, out])          # a better model, not only a larger error
+    assert rms(err_gp[:, out]) < 0.004 and rms(err_gp[:, ~out]) < 0.001
+    assert abs(z.mean()) < 0.15 and 0.8 < z.std() < 1.2, (z.mean(), z.std())
+    assert abs(z[:, out].mean()) < 0.25 and 0.7 < z[:, out].std() < 1.3, (z[:, out].mean(), z[:, out].std())
+    at_stim = np.isin(t, t_stim)
+    between = np.isin(t, t_stim + 300.0) & ~out
+    assert max(u[at_stim].max(), u[between].max()) < u[out].min()    # dense stims: flat inside
+    assert u[0] == u.max() or u[-1] == u.max()                          # largest at the far ends
+    assert np.all(np.diff(u[t > t_stim[-1]]) > 0) and np.all(np.diff(u[t < t_stim[0]]) < 0)
+
+
+def test_gp_one_stim_and_stim_errors_from_the_pixels(aor):
+    """One stim: its value everywhere, with an uncertainty growing away from it (the prior
+    drift). The per-stim error (third column) is that of a pixel median."""
+    r, u = _gp_block(np.array([100.0]), np.array([0.97]), np.array([0.002]), np.array([100.0, 700.0, 3700.0]))
+    np.testing.assert_allclose(r, 0.97, atol=5e-4)
+    assert 0.0018 < u[0] < 0.0025 and u[0] < u[1] < u[2] and u[2] > 0.02
+    _, stims, _ = track(aor["slopes"], aor["flash"], aor["t"], aor["stimamp"])
+    assert stims.shape == (len(STIM_AT), 3)
+    truth = _median_truth(aor["resp"])[list(STIM_AT)]
+    expected = 1.2533 * 0.3 * np.sqrt(1.5) / aor["stimamp"].mean() / np.sqrt(NY * NX)   # noise of stim - bg
+    assert np.all((stims[:, 2] > 0.5 * expected) & (stims[:, 2] < max(2 * expected, 1.01 * rk.SIGMA_FLOOR)))
+    assert np.all(np.abs(stims[:, 0] / truth - 1) < 5 * stims[:, 2])
+
+
+def test_gp_rescales_the_backgrounds_to_the_stim_time():
+    """A stim whose backgrounds were both taken later (a dither revisit) at a lower responsivity:
+    stim - background overestimates the responsivity by (r_stim - r_bg) x sky / STIMAMP; the
+    drift model brings the backgrounds to the stim's responsivity."""
+    rng = np.random.default_rng(5)
+    n = 40
+    t = 120.0 * np.arange(n)                                      # s
+    resp = 1.0 - 0.05 * t / 3600.0                               # 5 %/h fall
+    sky, stimamp = 2000.0, np.full((4, 4), 3000.0)
+    flash = np.arange(n) % 10 == 1
+    rates = resp[:, None, None] * (sky + flash[:, None, None] * stimamp) + rng.normal(0, 0.3, (n, 4, 4))
+    ra = (np.arange(n) % 8) * 30 / 3600.0                        # 8 dither positions: same sky 8 DCEs later
+    pairs = rk.background_pairs(flash, t, np.zeros(n), ra, np.zeros(n), np.ones(n, bool), same_pointing_arcsec=5.0)
+    assert pairs[1] == [9, 17]                                    # both later
+    idx, table = rk.stim_subset(pairs)
+    kw = dict(table=table, calset=np.zeros(idx.size, np.int64), stimamp=stimamp[None], times=t[idx] / 86400.0,
+              aorkeys=np.zeros(idx.size, np.int64))
+    old = rk.per_stim_responsivity(rates[idx], method="linear", **kw)
+    new = rk.per_stim_responsivity(rates[idx], method="gp", **kw)
+    true = resp[idx[table[:, 0]]]
+    assert np.abs(old[:, 0] / true - 1).max() > 0.003
+    assert np.abs(new[:, 0] / true - 1).max() < 0.2 * np.abs(old[:, 0] / true - 1).max()
+
+
+def test_apply_responsivity_adds_its_uncertainty(aor):
+    resp = _median_truth(aor["resp"]).astype(np.float32)
+    rate = (resp[:, None, None] * 300.0 + aor["flash"][:, None, None] * resp[:, None, None] * aor["stimamp"])
+    rate = rate.astype(np.float32)
+    runc = np.linspace(0.001, 0.02, NDCE).astype(np.float32)
+    out, unc = rk.apply_responsivity_block(rate, np.full_like(rate, 2.0), resp, aor["flash"].astype(np.int8),
+                                           np.zeros(NDCE, np.int64), runc, stimamp=aor["stimamp"][None])
+    np.testing.assert_allclose(out, 300.0, rtol=1e-5)
+    scaled = rate / resp[:, None, None]                           # the stim signal carries the same error
+    np.testing.assert_allclose(unc, np.hypot(2.0 / resp[:, None, None], runc[:, None, None] * scaled), rtol=1e-5)

@@ -180,7 +180,10 @@ class GeParams:
     cr_threshold: float = 5.0     # sigma, ramp jump detection
     min_reads: int = 4            # fewest reads of a fitted segment
     dt: float = DT_READ           # s between reads
-    resp_method: str = "linear"   # 'nearest' or 'linear' stim interpolation in time
+    resp_method: str = "gp"       # responsivity vs time from the stims: 'gp' (drift model with uncertainty,
+                                  #   reduce.mips.kernels.responsivity), or 'linear' / 'nearest' (no uncertainty)
+    resp_amp: float = 0.05        # 'gp': prior rms of the responsivity drift (fraction; ICD: several % per hour)
+    resp_timescale_s: float = 3600.0  # 'gp': time scale of the drift (s)
     same_pointing_px: float = 0.5  # stim background from DCEs pointed this close (pixels), if any
     keep_cr_reads: bool = False   # also return cr_reads (dce, read, y, x) (tests, notebooks)
 
