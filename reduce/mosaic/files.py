@@ -5,7 +5,8 @@ mosaics run on the runner (``pipeline.FileMosaic``) with a work store ``OUTDIR/w
 the per-frame state (offsets, rejected pixels, status), the mosaic images and the units'
 records, so a rerun skips the mosaics already done. Products in OUTDIR: per array
 ``SPITZER_{M|I}{C}_COMBINED_{VER}_maic.fits`` (and ``_munc``, ``_mcov``, ``_mptg.tbl``), or per AOR and
-array with ``per_aor`` ``SPITZER_{M|I}{C}_{AORKEY}_{VER}_maic.fits`` and so on.
+array with ``per_aor`` ``SPITZER_{M|I}{C}_{AORKEY}_{VER}_maic.fits`` and so on; for MIPS 70 and 160 um
+also the filtered ``_fmaic``/``_fmunc``/``_fmcov`` and one ``<input base>_fbcd.fits`` per frame.
 """
 from __future__ import annotations
 

@@ -9,11 +9,17 @@ lazy graph (``build``), in order, each step a module of ``reduce.mosaic.steps``:
    reference catalogue when one is given (``--refcat``), relative otherwise;
 2. background: per-frame additive levels from the overlaps of frame pairs (sum zero);
 3. outliers: median of the frames on the output grid per tile, each frame compared with it;
-4. coadd: drizzle per output tile (inverse-variance weights), tiles written to zarr.
+4. coadd: drizzle per output tile (inverse-variance weights), tiles written to zarr;
+5. filtered (MIPS 70 and 160 um only, ``MosaicParams.filtered``): the SSC's filtered BCDs, per
+   pixel the running time median over ``filter_window`` DCEs subtracted (``steps.filtering``),
+   and a second coadd of them on the same tiles with the same rejected pixels: for faint
+   point sources; the unfiltered mosaic is the one for extended emission.
 
 Per-frame results go to the store table ``mosaic_frames`` (schemas/mosaic.yaml), the images
 to the zarr group ``level2/<key>``; ``export_unit`` writes ``*_maic.fits`` (MJy/sr),
-``*_munc.fits``, ``*_mcov.fits`` and ``*_mptg.tbl`` (the per-frame table) from there.
+``*_munc.fits``, ``*_mcov.fits`` and ``*_mptg.tbl`` (the per-frame table) from there, and for
+the Ge arrays ``*_fmaic.fits``, ``*_fmunc.fits``, ``*_fmcov.fits`` and one ``*_fbcd.fits`` per
+frame used.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from .kernels.grid import frames_in_tiles, output_grid, tile_bounds
 from .sources import FileFrames, StoreFrames
 from .steps import background as bg_step
 from .steps import coadd as coadd_step
+from .steps import filtering as filter_step
 from .steps import images
 from .steps import outliers as outlier_step
 from .steps import pointing as pointing_step
@@ -59,6 +66,9 @@ class MosaicParams:
     tile: int = 512                       # output tile side (pixels)
     frame_block: int = 64                 # frames per task
     max_neighbours: int = 12              # overlapping frames per frame in the background solve
+    filtered: bool = True                 # MIPS 70/160 um: also the filtered BCDs and mosaic
+    filter_window: int = 15               # DCEs in the running time median (odd)
+    filter_mask_nsigma: float = 3.0       # sources above this (per frame) left out of the median
 
     def with_refcat(self, path):
         if path is None:
@@ -128,9 +138,10 @@ def build(plan_: Plan, store, key, params: MosaicParams, refcat=None):
         return dask.delayed(_empty)(n)
     key_ = (p.instrument, p.chnlnum)
     shape = p.infos[p.positions[0]].shape
+    filt = filter_step.wanted(p.instrument, p.chnlnum, params)
     ready = dask.delayed(images.create, pure=True)(
         str(store), key, p.grid.shape, params.tile, n, shape, params.frame_block,
-        {"wcs": p.grid.wcs.to_header().tostring(), "shape": list(p.grid.shape)})
+        {"wcs": p.grid.wcs.to_header().tostring(), "shape": list(p.grid.shape)}, filt)
     match_radius = max(3.0 * POINTING_SIGMA[key_], 0.5 * FWHM[key_])
     sol = pointing_step.refine(p.src, p.positions, n, p.centres, fwhm_px=p.fwhm_px, pixel_arcsec=p.pixel_arcsec,
                                refcat=refcat, match_radius_arcsec=match_radius, min_matches=params.min_matches,
@@ -139,17 +150,24 @@ def build(plan_: Plan, store, key, params: MosaicParams, refcat=None):
     rejected = outlier_step.reject(p.src, str(store), key, p.positions, p.grid, p.bounds, p.members, sol, bg,
                                    params, block=params.frame_block, fwhm_px=p.fwhm_px, ready=ready)
     tiles = coadd_step.coadd(p.src, str(store), key, p.grid, p.bounds, p.members, sol, bg, pixfrac=params.pixfrac,
-                             ready=rejected)
-    return dask.delayed(_summary, pure=True)(n, sol, bg, rejected, tiles)
+                             ready=[ready, rejected])
+    ftiles = []
+    if filt:
+        done = filter_step.highpass(p.src, str(store), key, p.infos, p.positions, params, block=params.frame_block,
+                                    ready=[ready, rejected])
+        ftiles = coadd_step.coadd(p.src, str(store), key, p.grid, p.bounds, p.members, sol, None,
+                                  pixfrac=params.pixfrac, ready=done, filtered=True)
+    return dask.delayed(_summary, pure=True)(n, sol, bg, rejected, tiles, ftiles, filt)
 
 
 def _empty(n):
     return {"n": n, "pointing": pointing_step._zero(n), "background": bg_step._zero(n, 0), "rejected": {},
-            "pixels": 0}
+            "pixels": 0, "filtered": False, "fpixels": 0}
 
 
-def _summary(n, sol, bg, rejected, tiles):
-    return {"n": n, "pointing": sol, "background": bg, "rejected": rejected, "pixels": int(sum(tiles))}
+def _summary(n, sol, bg, rejected, tiles, ftiles=(), filtered=False):
+    return {"n": n, "pointing": sol, "background": bg, "rejected": rejected, "pixels": int(sum(tiles)),
+            "filtered": bool(filtered), "fpixels": int(sum(ftiles))}
 
 
 # ---------------------------------------------------------------- the pipelines
@@ -196,8 +214,12 @@ class _MosaicBase(Pipeline):
 
     def export_unit(self, store, out, unit, result, slots):
         from .export import write_products
+        from .export import write_filtered_bcds
         files = write_products(store, Path(out), unit, result.context["plan"], result.context["summary"],
                                self.params, result.rows[FRAMES.name])
+        if result.context["summary"].get("filtered"):
+            files += write_filtered_bcds(store, Path(out), unit, result.context["plan"], self.params,
+                                         result.rows[FRAMES.name])
         return len(files), []
 
     def describe(self, summary):
@@ -237,7 +259,8 @@ def _notes(unit, p: Plan, summary, rows, params) -> list[str]:
 def _small(summary):
     return {"pointing": {k: summary["pointing"][k] for k in ("rms", "n_ref_matches", "mode")},
             "background": {k: summary["background"][k] for k in ("pairs", "pairs_used")},
-            "pixels": summary["pixels"]}
+            "pixels": summary["pixels"], "filtered": summary.get("filtered", False),
+            "fpixels": summary.get("fpixels", 0)}
 
 
 def _frame_rows(p: Plan, summary):

@@ -1,6 +1,8 @@
 """Step: flux-conserving coaddition. Every output tile drizzles the frames that overlap it
 (pointing corrected, background matched, outliers rejected; inverse-variance weights) and
-writes its sci / unc / cov to the mosaic's zarr group, in parallel over tiles."""
+writes its sci / unc / cov to the mosaic's zarr group, in parallel over tiles. ``filtered``:
+the same from the filtered frames (``steps.filtering``: the group's ``filtered`` /
+``filtered_unc``, no background offset, the same rejected pixels) into fsci / func / fcov."""
 from __future__ import annotations
 
 import dask
@@ -11,9 +13,22 @@ from . import frames as F
 from . import images
 
 
-def _tile(src, store, key, members, bound, grid, pointing, background, pixfrac, rejected_ready):
+def _filtered(frames, store, key):
+    """``frames`` with their image, unc and good replaced by the filtered ones."""
+    for f in frames:
+        p = f.meta["position"]
+        f.image = images.read(store, key, "filtered", (p,)).astype(np.float64)
+        f.unc = images.read(store, key, "filtered_unc", (p,)).astype(np.float64)
+        f.good = np.asarray(f.good, bool) & np.isfinite(f.image) & np.isfinite(f.unc) & (f.unc > 0)
+    return frames
+
+
+def _tile(src, store, key, members, bound, grid, pointing, background, pixfrac, rejected_ready, filtered=False):
     y0, y1, x0, x1 = bound
-    frames = F.usable(F.load(src, members, pointing, background))
+    if filtered:
+        frames = F.usable(_filtered(F.load(src, members, pointing), store, key))
+    else:
+        frames = F.usable(F.load(src, members, pointing, background))
     rejects = [images.read(store, key, "rejected", (f.meta["position"],)).astype(bool) for f in frames]
     if frames:
         sci, unc, cov = K.coadd_tile(grid.tile(y0, y1, x0, x1), frames, None, rejects, pixfrac=pixfrac)
@@ -21,13 +36,15 @@ def _tile(src, store, key, members, bound, grid, pointing, background, pixfrac, 
         shape = (y1 - y0, x1 - x0)
         sci, unc, cov = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape)
     region = (slice(y0, y1), slice(x0, x1))
-    for name, v in (("sci", sci), ("unc", unc), ("cov", cov)):
+    names = ("fsci", "func", "fcov") if filtered else ("sci", "unc", "cov")
+    for name, v in zip(names, (sci, unc, cov)):
         images.write(store, key, name, region, v)
     return int(np.isfinite(sci).sum())
 
 
-def coadd(src, store, key, grid, bounds, members, pointing, background, *, pixfrac, ready):
-    """Lazy list of the pixels with data per tile (the tiles themselves go to zarr)."""
+def coadd(src, store, key, grid, bounds, members, pointing, background, *, pixfrac, ready, filtered=False):
+    """Lazy list of the pixels with data per tile (the tiles themselves go to zarr);
+    ``filtered``: the filtered mosaic (``background`` not used)."""
     return [dask.delayed(_tile, pure=True)(src, store, key, list(map(int, members[t])), bounds[t], grid, pointing,
-                                           background, pixfrac, ready)
+                                           None if filtered else background, pixfrac, ready, filtered)
             for t in range(len(bounds))]

@@ -43,3 +43,11 @@ def chunk_blocks(positions, size):
     for p in positions:
         out.setdefault(int(p) // size, []).append(int(p))
     return list(out.values())
+
+
+def merge(parts):
+    """One dict of the per-block dicts {frame position: value}."""
+    out = {}
+    for p in parts:
+        out.update(p)
+    return out

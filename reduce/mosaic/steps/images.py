@@ -1,7 +1,9 @@
 """The zarr group of one mosaic (``level2/<unit key>`` in the store): images on the output grid
 (``sci``, ``unc``, ``cov``; the outlier step's ``median``, ``mad``, ``depth``), chunked by output
 tile so that tiles are written in parallel, and the per-frame ``rejected`` masks
-(frame, y, x) chunked by frame block."""
+(frame, y, x) chunked by frame block. Mosaics of the Ge arrays (``filtered=True``) also hold
+the filtered frames ``filtered`` / ``filtered_unc`` (frame, y, x; ``steps.filtering``) and
+the filtered mosaic ``fsci``, ``func``, ``fcov``."""
 from __future__ import annotations
 
 import zarr
@@ -10,23 +12,32 @@ from ...io.store import _quiet_zarr
 
 GRID_ARRAYS = {"sci": ("float32", float("nan")), "unc": ("float32", float("nan")), "cov": ("float32", 0.0),
                "median": ("float32", float("nan")), "mad": ("float32", float("nan")), "depth": ("int16", 0)}
+FILTERED_GRID_ARRAYS = {"fsci": ("float32", float("nan")), "func": ("float32", float("nan")),
+                        "fcov": ("float32", 0.0)}
+FILTERED_FRAME_ARRAYS = ("filtered", "filtered_unc")
 
 
 def group_path(key: str) -> str:
     return f"level2/{key}"
 
 
-def create(store, key, grid_shape, tile, n_frames, frame_shape, frame_block, attrs):
-    """(Re)create the unit's arrays, empty (a unit done again starts from nothing)."""
+def create(store, key, grid_shape, tile, n_frames, frame_shape, frame_block, attrs, filtered=False):
+    """(Re)create the unit's arrays, empty (a unit done again starts from nothing);
+    ``filtered``: also the arrays of the filtered frames and mosaic."""
+    grid = dict(GRID_ARRAYS, **(FILTERED_GRID_ARRAYS if filtered else {}))
     with _quiet_zarr():
         g = zarr.open_group(str(store), path=group_path(key), mode="w", use_consolidated=False)
         g.attrs.update(attrs)
-        for name, (dtype, fill) in GRID_ARRAYS.items():
+        for name, (dtype, fill) in grid.items():
             g.create_array(name, shape=tuple(grid_shape), chunks=(tile, tile), dtype=dtype, fill_value=fill,
                            dimension_names=("y", "x"))
-        g.create_array("rejected", shape=(max(n_frames, 1),) + tuple(frame_shape),
-                       chunks=(frame_block,) + tuple(frame_shape), dtype="uint8", fill_value=0,
-                       dimension_names=("frame", "fy", "fx"))
+        frame = {"rejected": ("uint8", 0)}
+        if filtered:
+            frame.update({name: ("float32", float("nan")) for name in FILTERED_FRAME_ARRAYS})
+        for name, (dtype, fill) in frame.items():
+            g.create_array(name, shape=(max(n_frames, 1),) + tuple(frame_shape),
+                           chunks=(frame_block,) + tuple(frame_shape), dtype=dtype, fill_value=fill,
+                           dimension_names=("frame", "fy", "fx"))
     return True
 
 

@@ -65,11 +65,4 @@ def reject(src, store, key, positions, grid, bounds, members, pointing, backgrou
     parts = [dask.delayed(_flag_block, pure=True)(src, store, key, blk, grid, pointing, background, params, sharp,
                                                   tiles)
              for blk in F.chunk_blocks(positions, block)]
-    return dask.delayed(_merge, pure=True)(parts)
-
-
-def _merge(parts):
-    out = {}
-    for p in parts:
-        out.update(p)
-    return out
+    return dask.delayed(F.merge, pure=True)(parts)
