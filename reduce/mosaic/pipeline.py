@@ -148,7 +148,9 @@ def build(plan_: Plan, store, key, params: MosaicParams, refcat=None):
                                block=params.frame_block, enabled=params.refine)
     bg = bg_step.match(p.src, p.pairs, n, sol, p.footprints, enabled=params.background)
     rejected = outlier_step.reject(p.src, str(store), key, p.positions, p.grid, p.bounds, p.members, sol, bg,
-                                   params, block=params.frame_block, fwhm_px=p.fwhm_px, ready=ready)
+                                   params, block=params.frame_block, fwhm_px=p.fwhm_px,
+                                   pointing_sigma_arcsec=POINTING_SIGMA[key_], pixel_arcsec=p.pixel_arcsec,
+                                   ready=ready)
     tiles = coadd_step.coadd(p.src, str(store), key, p.grid, p.bounds, p.members, sol, bg, pixfrac=params.pixfrac,
                              ready=[ready, rejected])
     ftiles = []
