@@ -10,17 +10,29 @@ import numpy as np
 
 from ..kernels import outliers as K
 from ..kernels.frames import footprint
+from ..kernels.grid import frames_in_tiles, tile_bounds
 from . import frames as F
 from . import images
 
 
+SUB_TILE = 128     # output pixels: the stack of one sub-tile holds each overlapping frame's sub-tile only
+
+
 def _median_tile(src, store, key, members, bound, grid, pointing, background, ready):
+    """Median, robust sigma and depth of one output tile, computed per sub-tile of SUB_TILE
+    pixels over the frames that overlap it (the stack of a tile would hold a whole tile per
+    overlapping frame: 5.6 GB for the 568 frames over one tile of a 1,000-BCD scan map)."""
     y0, y1, x0, x1 = bound
     frames = F.usable(F.load(src, members, pointing, background))
-    median, sigma, depth = K.stack_statistics(grid.tile(y0, y1, x0, x1), frames)
-    region = (slice(y0, y1), slice(x0, x1))
-    for name, v in (("median", median), ("mad", sigma), ("depth", depth)):
-        images.write(store, key, name, region, v)
+    tile = grid.tile(y0, y1, x0, x1)
+    subs = tile_bounds(tile.shape, SUB_TILE)
+    fps = np.array([footprint(f.wcs, f.shape) for f in frames]).reshape(-1, 4, 2)
+    over = frames_in_tiles(fps, tile, subs) if len(frames) else [[] for _ in subs]
+    for (a, b, c, d), idx in zip(subs, over):
+        median, sigma, depth = K.stack_statistics(tile.tile(a, b, c, d), [frames[i] for i in idx])
+        region = (slice(y0 + a, y0 + b), slice(x0 + c, x0 + d))
+        for name, v in (("median", median), ("mad", sigma), ("depth", depth)):
+            images.write(store, key, name, region, v)
     return True
 
 
