@@ -26,7 +26,6 @@ from .. import __version__
 from ..io.atomic import atomic_write_fits, atomic_write_text
 from .arrays import BAND_LABEL, product_base
 from .kernels.filtering import odd_window
-from .kernels.frames import Grid
 from .steps import images
 from .steps.filtering import FILTER_NAME
 
@@ -244,9 +243,3 @@ def write_filtered_bcds(store, out: Path, unit, plan, params, rows) -> list[Path
         files.append(target)
     return files
 
-
-def grid_of(store, key) -> Grid:
-    """The output Grid of a mosaic in the store."""
-    from astropy.wcs import WCS
-    a = images.attrs(store, key)
-    return Grid(WCS(fits.Header.fromstring(a["wcs"])), tuple(a["shape"]))

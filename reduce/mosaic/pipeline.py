@@ -24,7 +24,6 @@ frame used.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -356,11 +355,6 @@ def reduce_mips_level2(store, out, *, client=None, progress=False, report=print,
     """Post-BCD mosaics of every AOR and array of a MIPS store whose BCDs are done: a RunSummary."""
     return run(MipsMosaic(params), store, out, client=client, progress=progress, report=report, redo=redo,
                redo_failed=redo_failed, wait=wait)
-
-
-def params_json(params: MosaicParams) -> str:
-    from dataclasses import asdict
-    return json.dumps(asdict(params), sort_keys=True)
 
 
 def _file_id(path) -> str:

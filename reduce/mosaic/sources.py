@@ -12,7 +12,6 @@ of its calibration set and RA_REF/DEC_REF/PA_REF), exactly what its FITS file ca
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -147,9 +146,6 @@ class FileFrames:
             frames.append(Frame(f.image.copy(), f.unc, f.good, f.wcs, dict(f.meta, frame_id=str(self.files[p].path))))
         return frames
 
-    def warnings(self, positions) -> list[str]:
-        return [w for p in positions for w in _load_file(self.files[p])[1]]
-
 
 @lru_cache(maxsize=1024)
 def _load_file(bcd):
@@ -158,8 +154,3 @@ def _load_file(bcd):
     from .bcdfiles import load_frame
     return load_frame(bcd)
 
-
-def describe_source(src) -> str:
-    if isinstance(src, StoreFrames):
-        return json.dumps({"store": src.store, "chnlnum": src.chnlnum, "rows": [src.start, src.count]})
-    return json.dumps({"files": len(src.files)})
