@@ -201,16 +201,15 @@ class _MosaicBase(Pipeline):
         src = self.source(store, unit)
         p = plan(src, unit.info["instrument"], unit.info["chnlnum"], self.params)
         summary = build(p, store, unit.key, self.params, self._refcat()).compute()
-        rows, problems, counts = _frame_rows(p, summary)
+        rows = _frame_rows(p, summary)
         label = BAND_LABEL[(p.instrument, p.chnlnum)]
         notes = _notes(unit, p, summary, rows, self.params)
         used = int((rows["status"] == "ok").sum())
         counts = {f"{label} mosaics": 1 if used else 0, f"{label} frames used": used,
                   f"{label} frames refined": int(rows["refined"].sum()), f"{label} frames not used": len(rows["status"]) - used}
         if not used:
-            return UnitResult(status="excluded", reason="no usable frame", rows={FRAMES.name: rows}, counts=counts,
-                              problems=problems)
-        return UnitResult(rows={FRAMES.name: rows}, counts=counts, problems=problems, notes=notes,
+            return UnitResult(status="excluded", reason="no usable frame", rows={FRAMES.name: rows}, counts=counts)
+        return UnitResult(rows={FRAMES.name: rows}, counts=counts, notes=notes,
                           context={"summary": _small(summary), "plan": p})
 
     def export_unit(self, store, out, unit, result, slots):
@@ -265,10 +264,10 @@ def _small(summary):
 
 
 def _frame_rows(p: Plan, summary):
+    """The unit's rows of the table mosaic_frames (numpy, one per frame)."""
     n = len(p.infos)
     sol, bg, rej = summary["pointing"], summary["background"], summary["rejected"]
     status = np.array(["ok"] * n, dtype=object)
-    problems = []
     for i, info in enumerate(p.infos):
         if not info.header:
             status[i] = "no WCS (BCD skipped or calibration set unusable)"
@@ -287,7 +286,7 @@ def _frame_rows(p: Plan, summary):
         "n_rejected": np.array([int(rej.get(i, 0)) for i in range(n)], np.int32),
     }
     rows["status"] = status.astype(str)
-    return rows, problems, {}
+    return rows
 
 
 @dataclass(frozen=True)
