@@ -7,6 +7,7 @@ is kept: rerun the same command to resume).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sim.add_parser("mips", parents=[parent], help="Spitzer MIPS raw DCE files and calibration files")
     p.add_argument("outdir", type=Path)
     p.add_argument("--aors", type=int, default=2, help="observation requests to simulate (default 2)")
+    p.add_argument("--sed-aors", type=int, default=1, metavar="N",
+                   help="SED-mode observation requests to simulate (default 1; AORKEYs 40000000 and up)")
     p.add_argument("--seed", type=int, default=0)
 
     ingest = commands.add_parser("ingest", help="ingest level-0 files into a zarr store (incremental)")
@@ -160,8 +163,10 @@ def _simulate(args, client, instrument=None, outdir=None):
                                progress=not args.quiet)
     else:
         from .simulate.mips import simulate_mips
+        from .simulate.mips_sed import plan_sed
+        sed_specs = plan_sed(getattr(args, "sed_aors", 1), seed=args.seed)  # the demo: one SED AOR
         result = simulate_mips(outdir, aors=getattr(args, "aors", 2), seed=args.seed, client=client,
-                               progress=not args.quiet)
+                               progress=not args.quiet, sed_specs=sed_specs)
     mb = result.get("bytes", 0) / 1e6
     print(f"simulated {instrument.upper()}: {len(result['files'])} level-0 files ({mb:.1f} MB) in {outdir}")
     print(f"  truth: {result['truth']}")
@@ -200,8 +205,15 @@ def _reduce(args, client):
                   redo_failed=getattr(args, "redo_failed", False), wait=getattr(args, "wait", 0.0))
     summary = run(args.store, args.out, **kwargs)
     print(summary.text())
-    if args.instrument != "mips" or args.level == 1:
+    if args.instrument != "mips":
         return summary.exit_code
+    from .sed.pipeline import reduce_sed
+    sed = reduce_sed(args.store, args.out, level=args.level, **kwargs)     # [] without SED DCEs
+    for s in sed:
+        print(s.text())
+    codes = [summary.exit_code] + [s.exit_code for s in sed]
+    if args.level == 1:
+        return max(codes)
     from .mosaic.files import usable_refcat
     from .mosaic.pipeline import MosaicParams, reduce_mips_level2
     refcat, bad = usable_refcat(args.refcat)
@@ -209,7 +221,7 @@ def _reduce(args, client):
         report(bad)
     level2 = reduce_mips_level2(args.store, args.out, params=MosaicParams().with_refcat(refcat), **kwargs)
     print(level2.text())
-    return max(summary.exit_code, level2.exit_code, 1 if bad else 0)
+    return max(codes + [level2.exit_code, 1 if bad else 0])
 
 
 def _mosaic(args, client):
@@ -236,7 +248,12 @@ def _demo(args, client):
         codes.append(_simulate(args, client, instrument, raw))
         codes.append(_ingest(args, client, instrument, [raw], out / f"{instrument}.zarr"))
     from .mosaic.pipeline import reduce_mips_level2
-    for instrument, reduce_fn in (("swas", reduce_swas), ("mips", reduce_mips), ("mips2", reduce_mips_level2)):
+    from .sed.pipeline import SedBcd, SedSpectrum
+    from .runner import run
+
+    for instrument, reduce_fn in (("swas", reduce_swas), ("mips", reduce_mips), ("mips2", reduce_mips_level2),
+                                  ("mips_sed", functools.partial(run, SedBcd())),
+                                  ("mips_sed2", functools.partial(run, SedSpectrum()))):
         store = out / f"{instrument[:4]}.zarr"
         summaries[instrument] = summary = reduce_fn(store, out / "products" / instrument[:4], client=client,
                                                     progress=not args.quiet, report=report)
@@ -250,7 +267,10 @@ def _demo(args, client):
     print("\n".join(summaries["mips"].lines))
     print(f"  MIPS level 2 -> {out / 'products' / 'mips'} (_maic, _munc, _mcov FITS and _mptg.tbl per AOR and array)")
     print("\n".join(summaries["mips2"].lines))
-    for line in summaries["swas"].problems + summaries["mips"].problems + summaries["mips2"].problems:
+    print(f"  MIPS SED     -> {out / 'products' / 'mips'} (27 x 16 rectified _bcd/_bunc/_bbmsk per DCE; _sed.tbl, "
+          "_sed.fits, _sedcoadd.fits per AOR)")
+    print("\n".join(summaries["mips_sed"].lines + summaries["mips_sed2"].lines))
+    for line in [p for s in summaries.values() for p in s.problems]:
         print(f"    problem: {line}")
     print("  open the stores with xarray.open_datatree(path, engine='zarr'), or reduce.swas.open_store(path)")
     return max(codes)

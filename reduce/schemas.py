@@ -61,11 +61,17 @@ def load_schema(name: str) -> dict:
 
 
 # ---------------------------------------------------------------- level-0 FITS
-def check_keywords(header, spec: dict, where: str, *, chnlnum=None) -> list[str]:
-    """Problems of ``header`` against a ``keywords`` mapping of a level-0 schema."""
+def check_keywords(header, spec: dict, where: str, *, chnlnum=None, aot=None) -> list[str]:
+    """Problems of ``header`` against a ``keywords`` mapping of a level-0 schema.
+
+    A rule with ``channels`` (``aot``) applies only to those CHNLNUMs (AOT_TYPEs) when ``chnlnum``
+    (``aot``) is given; without it, to every file.
+    """
     problems = []
     for key, rule in spec.items():
         if chnlnum is not None and "channels" in rule and chnlnum not in rule["channels"]:
+            continue
+        if aot is not None and "aot" in rule and aot not in rule["aot"]:
             continue
         if key not in header:
             if not rule.get("optional"):

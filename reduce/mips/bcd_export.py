@@ -81,6 +81,7 @@ BIT_MEANINGS = {
     "replaced": "slope from first difference",
     "nonlinear": "beyond nonlinearity model",
     "stim": "stim-flash DCE (calibration)",
+    "partial": "SED row partly covered (rectified)",
 }
 
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9.-]+")

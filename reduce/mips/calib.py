@@ -183,12 +183,10 @@ def load_calibration(folder, chnlnum):
     return CalibrationSet(chnlnum=chnlnum, files=tuple(files), **kw)
 
 
-def check_calset(identity: dict, chnlnum: int):
-    """Load one calibration set recorded at ingest -> (CalibrationSet or None, reason).
-
-    ``identity``: {REFTYPE: {name, path, sha256, calvers}} from the group attribute
-    ``calibration_sets``. Every file must exist and have the recorded SHA-256.
-    """
+def recorded_folder(identity: dict):
+    """(folder of one calibration set recorded at ingest, or None; the reason): every file of
+    ``identity`` ({REFTYPE: {name, path, sha256, calvers}}) present, with its recorded SHA-256,
+    all in one folder."""
     folders = set()
     for reftype, entry in sorted(identity.items()):
         path = Path(entry.get("path", entry["name"]))
@@ -201,15 +199,34 @@ def check_calset(identity: dict, chnlnum: int):
                           f"{entry['sha256'][:16]}... recorded at ingest (file changed)")
     if len(folders) != 1:
         return None, f"calibration files of one set lie in several folders: {sorted(map(str, folders))}"
-    folder = folders.pop()
+    return folders.pop(), ""
+
+
+def unlike_record(identity: dict, cs, folder) -> str:
+    """Why the loaded set ``cs`` is not the one recorded (a file changed since the check), or ''."""
+    recorded = {e["name"]: e["sha256"] for e in identity.values()}
+    for f in cs.files:
+        if recorded.get(f.name) != f.sha256:
+            return f"calibration file {folder / f.name}: SHA-256 differs from the one recorded at ingest"
+    return ""
+
+
+def check_calset(identity: dict, chnlnum: int):
+    """Load one calibration set recorded at ingest -> (CalibrationSet or None, reason).
+
+    ``identity``: {REFTYPE: {name, path, sha256, calvers}} from the group attribute
+    ``calibration_sets``. Every file must exist and have the recorded SHA-256.
+    """
+    folder, reason = recorded_folder(identity)
+    if folder is None:
+        return None, reason
     try:
         cs = load_calibration(folder, chnlnum)
     except (CalibrationError, BadInputError) as exc:
         return None, f"calibration set in {folder}: {exc}"
-    recorded = {e["name"]: e["sha256"] for e in identity.values()}
-    for f in cs.files:
-        if recorded.get(f.name) != f.sha256:
-            return None, f"calibration file {folder / f.name}: SHA-256 differs from the one recorded at ingest"
+    reason = unlike_record(identity, cs, folder)
+    if reason:
+        return None, reason
     bad = [k for k in ("gain", "rdnoise", "fluxconv", "satlevel") if not np.isfinite(getattr(cs, k))
            or getattr(cs, k) <= 0]
     if bad:

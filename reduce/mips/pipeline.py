@@ -84,10 +84,12 @@ def _open(source, chnlnum):
     return Store(source).open_group(RAW_GROUPS[chnlnum]), str(source)
 
 
-def plan_bcd(source, chnlnum, *, params: BcdParams = BcdParams()) -> Plan:
+def plan_bcd(source, chnlnum, *, params: BcdParams = BcdParams(), cal_table=CalTable) -> Plan:
     """Load per-DCE metadata (eager, small) and check calibration; decide plan-time skips.
 
-    ``source``: a MIPS store path or the raw group Dataset (e.g. from Store.open_group).
+    ``source``: a MIPS store path or the raw group Dataset (e.g. from Store.open_group);
+    ``cal_table``: the class whose ``load`` checks the recorded calibration sets (CalTable; the
+    SED mode's reduce.sed.calib.SedCalTable).
     """
     if chnlnum not in GROUPS:
         raise ValueError(f"CHNLNUM must be 1, 2 or 3, got {chnlnum!r}")
@@ -97,7 +99,7 @@ def plan_bcd(source, chnlnum, *, params: BcdParams = BcdParams()) -> Plan:
     meta = dict(zip(coords, map(np.asarray, dask.compute(*[ds[n].data for n in coords]))))  # the one eager load
     ds = ds.assign_coords({n: ("dce", v, ds[n].attrs) for n, v in meta.items()})
     n = ds.sizes["dce"]
-    cal = CalTable.load(ds.attrs.get("calibration_sets", []), chnlnum)
+    cal = cal_table.load(ds.attrs.get("calibration_sets", []), chnlnum)
     calset = meta["calset"].astype(np.int64)
     status = np.full(n, "ok", dtype=object)
 
@@ -246,6 +248,39 @@ def _aor_runs(offset, aorkey, dceid, source_file, calset):
             for a, b in zip(starts, stops)]
 
 
+def aor_units(ds, client=None):
+    """[(aorkey, rows [[start, stop], ...], DCEs, input hash)] of the AORs of a raw group, in store
+    order, from its per-DCE coordinates (one small task per chunk). The hash covers the unit's
+    input: its DCEs and the calibration sets they use."""
+    cols = [ds[k].data for k in UNIT_COORDS]
+    edges = np.cumsum((0,) + tuple(cols[0].chunks[0]))
+    blocks = [[c.blocks[i] for c in cols] for i in range(len(edges) - 1)]
+    tasks = [dask.delayed(_aor_runs)(int(edges[i]), *blk) for i, blk in enumerate(blocks)]
+    runs = [r for part in dask.compute(*tasks, scheduler=client or "sync") for r in part]
+    sets = ds.attrs.get("calibration_sets", [])
+    by_aor = {}
+    for aor, a, b, h, used in runs:
+        by_aor.setdefault(aor, []).append((a, b, h, used))
+    out = []
+    for aor, parts in sorted(by_aor.items(), key=lambda kv: kv[1][0][0]):
+        used = sorted({k for p in parts for k in p[3]})
+        cal = [json.dumps(sets[k] if 0 <= k < len(sets) else None, sort_keys=True) for k in used]
+        out.append((aor, [[p[0], p[1]] for p in parts], sum(p[1] - p[0] for p in parts),
+                    hash_strings([p[2] for p in parts] + cal)))
+    return out
+
+
+def dce_rows(done) -> dict:
+    """{variable: numpy array} of every variable along ``dce`` of a computed Dataset (strings as str):
+    a unit's rows for its store table."""
+    rows = {}
+    for name, v in done.variables.items():
+        if v.dims and v.dims[0] == "dce":
+            values = np.asarray(v.values)
+            rows[name] = values.astype(object).astype(str) if values.dtype.kind in "OUT" else values
+    return rows
+
+
 @dataclass(frozen=True)
 class MipsBcd(Pipeline):
     """MIPS raw -> level-1 BCDs on the runner: a unit is one AOR of one array; its BCDs go to
@@ -279,23 +314,9 @@ class MipsBcd(Pipeline):
                 continue
             if ds.sizes["dce"] == 0:
                 continue
-            cols = [ds[k].data for k in UNIT_COORDS]
-            edges = np.cumsum((0,) + tuple(cols[0].chunks[0]))
-            blocks = [[c.blocks[i] for c in cols] for i in range(len(edges) - 1)]
-            tasks = [dask.delayed(_aor_runs)(int(edges[i]), *blk) for i, blk in enumerate(blocks)]
-            runs = [r for part in dask.compute(*tasks, scheduler=client or "sync") for r in part]
-            sets = ds.attrs.get("calibration_sets", [])
-            by_aor = {}
-            for aor, a, b, h, used in runs:
-                by_aor.setdefault(aor, []).append((a, b, h, used))
-            for aor, parts in sorted(by_aor.items(), key=lambda kv: kv[1][0][0]):
-                n = sum(p[1] - p[0] for p in parts)
-                used = sorted({k for p in parts for k in p[3]})   # the unit's input: its DCEs and their calibration
-                cal = [json.dumps(sets[k] if 0 <= k < len(sets) else None, sort_keys=True) for k in used]
-                key = f"m{BAND[chnl]}-{aor}"
-                units.append(Unit(key, f"MIPS {BAND[chnl]} um AOR {aor}", hash_strings([p[2] for p in parts] + cal),
-                                  {"chnlnum": chnl, "aorkey": aor, "rows": [[p[0], p[1]] for p in parts]},
-                                  sizes={TABLES[chnl].name: n}))
+            for aor, rows, n, h in aor_units(ds, client):
+                units.append(Unit(f"m{BAND[chnl]}-{aor}", f"MIPS {BAND[chnl]} um AOR {aor}", h,
+                                  {"chnlnum": chnl, "aorkey": aor, "rows": rows}, sizes={TABLES[chnl].name: n}))
         return units
 
     def _plan(self, store, unit):
@@ -317,11 +338,7 @@ class MipsBcd(Pipeline):
         chnl = unit.info["chnlnum"]
         plan, bcd = self._build(store, unit)
         done = bcd.compute()
-        rows = {}
-        for name, v in done.variables.items():
-            if v.dims and v.dims[0] == "dce":
-                values = np.asarray(v.values)
-                rows[name] = values.astype(object).astype(str) if values.dtype.kind in "OUT" else values
+        rows = dce_rows(done)
         status = rows["status"]
         reps = reports_of(chnl, status, done)
         ok = int((status == "ok").sum())

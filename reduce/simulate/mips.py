@@ -4,6 +4,11 @@ Layout written by :func:`simulate_mips` into OUTDIR:
   ``SPITZER_M{C}_{AORKEY}_{EXPID:04d}_{DCENUM:04d}_raw.fits``  raw DCEs (ICD §2),
   ``cal/mips{24,70,160}_*.fits``                              reference files (mips_cal),
   ``mips_truth.json`` + ``mips_truth.npz``                     truth (never read by the pipeline).
+SED mode (ICD §3, reduce.simulate.mips_sed): ``cal/mips70sed_*.fits`` always; raw SED DCEs
+(CHNLNUM 2, AOT_TYPE 'MipsSed') of ``sed_specs``; their truth entries in "dces" carry
+"mode": "sed" (plus choppos, dither, source_column, source_w, pa_slit, chopthrw) and npz
+arrays flux/rate/sat as the Ge ones; meta["sed"][aorkey] has the true spectrum (absent when
+there are no SED AORs).
 
 Observations. ``MipsPhot``: each array in turn (24, 70, 160 blocks of n_dce DCEs) centred
 on the target plus a dither (``dither_positions`` offsets drawn within +-``dither_frac`` of
@@ -95,6 +100,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import zipfile
@@ -113,12 +119,12 @@ from .mips_cal import (ARRAYS, GE_NREADS, MIPS_SECOND, PM_NOISY, NOISY_FACTOR, R
                        write_calibration)
 from .mips_sky import (BACKGROUND, GRADIENT_KEYS, MOVER_KEYS, _offset, _sep_arcsec, make_sky,
                        mover_position, render)
+from .mips_dce import (RESP_AMP, RESP_MJD0, RESP_PERIOD, SCLK_EPOCH, SETTLE_SIGMA, _header, _resp_phase,
+                       responsivity)
 from .truthio import zip_array
 
 log = logging.getLogger(__name__)
 
-SETTLE_SIGMA = 0.3  # (sim) arcsec per axis, true - commanded
-RESP_AMP, RESP_PERIOD, RESP_MJD0 = 0.04, 0.25, 53000.0  # (sim)
 STIM_PERIOD_S = 60.0  # (sim)
 LEG_OFFSET_FRAC = 0.03  # (sim) sigma of the per-leg 70/160 um offsets, fraction of BACKGROUND
 GRADIENT_FRAC = (0.05, 0.20)  # (sim) gradient: change centre -> field radius, fraction of BACKGROUND
@@ -126,7 +132,6 @@ MOVER_RATE = (10.0, 60.0)  # (sim) "/min, moving-object speed
 SCAN_SOURCES_PER_DEG2 = 150.0  # (sim) catalogue density of large scan fields (small ones: 40 sources)
 MOVER_FLUX24 = (0.005, 0.015)  # (sim) Jy, log-uniform (24 um saturates at ~30 mJy)
 GROUP_SIZE = 100  # DCEs per parallel task / npz key
-SCLK_EPOCH = Time("1980-01-01T00:00:00", scale="utc")  # (sim)
 
 
 @dataclass(frozen=True)
@@ -188,16 +193,6 @@ def nreads_ge(aor):
 def dce_duration(aor):
     """Seconds between DCE starts."""
     return aor.exptime_ge * MIPS_SECOND + aor.overhead
-
-
-def responsivity(chnl, mjd, *, seed=0):
-    """True Ge responsivity (1 = nominal) at MJD (array-like)."""
-    return 1.0 + RESP_AMP * np.sin(2 * np.pi * (np.asarray(mjd) - RESP_MJD0) / RESP_PERIOD
-                                   + _resp_phase(chnl, seed))
-
-
-def _resp_phase(chnl, seed):
-    return float(np.random.default_rng(np.random.SeedSequence([seed, 0, chnl, 2])).uniform(0, 2 * np.pi))
 
 
 def _array_offsets(aor, chnl, seed):
@@ -363,39 +358,6 @@ def _ge(aor, chnl, c, sky_rate, rdn, r_noise, r_cr, resp, stim):
     return reads, extra
 
 
-def _header(aor, chnl, index, plan, tr, c):
-    """PRIMARY header cards of a raw DCE (ICD §2)."""
-    h = fits.Header()
-    mid = Time(tr["mjd"], format="mjd", scale="utc")
-    cards = [
-        ("TELESCOP", "Spitzer", "observatory"), ("INSTRUME", "MIPS", "instrument"),
-        ("CHNLNUM", chnl, "1=24um 2=70um 3=160um"), ("AORKEY", aor.aorkey, "observation request"),
-        ("EXPID", tr["expid"], "exposure counter"), ("DCENUM", tr["dcenum"], "DCE within exposure"),
-        ("DCEID", aor.aorkey * 100_000 + (chnl - 1) * 20_000 + index, "DCE identifier"),
-        ("AOT_TYPE", aor.aot_type, "observation template"), ("OBJECT", aor.object, "target"),
-        ("PROGID", aor.progid, "program"), ("EXPTIME", tr["exptime"], "[s] exposure time"),
-        ("SAMPTIME", SAMPTIME_SI if chnl == 1 else READTIME_GE, "[s] sample/read interval"),
-        ("NREADS", tr["nreads"], "samples (24um) or reads per DCE"),
-        ("MJD_OBS", tr["mjd"], "[d] DCE mid-time, MJD UTC"),
-        ("DATE-OBS", mid.isot, "DCE mid-time, UTC"),
-        ("SCLK_OBS", float(plan["sclk"][index]), "[s] spacecraft clock at mid-time"),
-        ("RA_RQST", tr["ra_rqst"], "[deg] commanded array centre"),
-        ("DEC_RQST", tr["dec_rqst"], "[deg] commanded array centre"),
-        ("RA_REF", tr["ra_ref"], "[deg] reconstructed array centre"),
-        ("DEC_REF", tr["dec_ref"], "[deg] reconstructed array centre"),
-        ("PA_REF", float(aor.pa), "[deg] PA of array +y axis, E of N"),
-        ("RADESYS", "ICRS", "frame of RA/DEC keywords"),
-    ]
-    if chnl > 1:
-        cards.append(("STIMFLSH", int(tr["stim"]), "1 if the stimulator flashed"))
-    cards += [("CALVERS", c["calvers"], "calibration set used by the simulator"),
-              ("BUNIT", "DN/sample" if chnl == 1 else "DN", "plane 0 / reads"),
-              ("ORIGIN", "skyreduce simulator", "reduce.simulate.mips")]
-    for k, v, com in cards:
-        h[k] = (v, com)
-    return h
-
-
 def make_mips_sky(specs, *, seed=0):
     """The truth sky that simulate_mips uses for these AOR specs (mips_sky.Sky): the static
     sky of every AOR's field (make_sky) plus, per MipsScan AOR, a background gradient and a
@@ -506,26 +468,43 @@ def _truth_meta(specs, sky, seed, calvers):
     }
 
 
-def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="sim-1", progress=False) -> dict:
+def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="sim-1", progress=False,
+                  sed_specs=None, sed_tilt=0.02) -> dict:
     """Write cal/, raw DCE files and truth into ``outdir``; deterministic in ``seed``.
 
-    With a ``distributed.Client`` the (AOR, array, <=GROUP_SIZE DCEs) groups run as tasks on
-    the cluster (each writes its own files); else serially. Returns {"files": [paths],
-    "cal": {name: path}, "truth": json path, "bytes": total bytes written}.
+    Also always writes the SED calibration files (mips_sed.write_sed_calibration, TILT
+    ``sed_tilt`` um/column) and simulates the SED AORs of ``sed_specs`` (mips_sed.SedSpec;
+    None/empty: none; their AORKEYs must differ from the imaging ones). With a
+    ``distributed.Client`` the (AOR, array, <=GROUP_SIZE DCEs) groups run as tasks on the
+    cluster (each writes its own files); else serially. Returns {"files": [paths],
+    "cal": {name: path} (imaging), "sed_cal": {name: path}, "truth": json path, "bytes": total
+    bytes written}.
     """
+    from . import mips_sed
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     specs = list(specs) if specs is not None else plan_mips(aors=aors, seed=seed)
+    sed_specs = list(sed_specs or [])
+    keys = [s.aorkey for s in specs] + [s.aorkey for s in sed_specs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"AORKEYs must be unique over imaging and SED AORs: {sorted(keys)}")
     cal_paths = write_calibration(outdir, seed=seed, calvers=calvers)
     cal = load_calibration(outdir / "cal")
+    sed_cal_paths = mips_sed.write_sed_calibration(outdir, seed=seed, calvers=calvers, tilt=sed_tilt)
+    sed_cal = mips_sed.load_sed_cal(outdir / "cal")
     sky = make_mips_sky(specs, seed=seed)
     groups = list(_groups(specs))
+    sed_groups = list(mips_sed.sed_groups(sed_specs, GROUP_SIZE))
     kw = {"outdir": str(outdir), "seed": seed}
     if client is None:
-        results = (_run_group(*g, cal=cal, sky=sky, **kw) for g in groups)
+        results = itertools.chain((_run_group(*g, cal=cal, sky=sky, **kw) for g in groups),
+                                  (mips_sed.run_sed_group(*g, cal=sed_cal, **kw) for g in sed_groups))
     else:
         cal_f, sky_f = client.scatter([cal, sky], broadcast=True)
         futs = [client.submit(_run_group, *g, cal=cal_f, sky=sky_f, pure=False, **kw) for g in groups]
+        if sed_groups:
+            [sed_f] = client.scatter([sed_cal], broadcast=True)
+            futs += [client.submit(mips_sed.run_sed_group, *g, cal=sed_f, pure=False, **kw) for g in sed_groups]
         if progress and futs:
             from ..progress import Progress, track
             with Progress(f"simulating MIPS into {outdir}", len(futs), unit="DCE groups") as bar:
@@ -544,10 +523,12 @@ def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="s
             files += [str(outdir / e["file"]) for e in entries]
             nbytes += nb
     meta["dces"] = dces
+    if sed_specs:
+        meta["sed"] = {str(s.aorkey): mips_sed.sed_truth(s, sed_cal) for s in sed_specs}
     truth = outdir / "mips_truth.json"
     atomic_write_text(truth, json.dumps(meta, indent=1), fsync=False)
-    nbytes += sum(Path(p).stat().st_size for p in cal_paths.values())
+    nbytes += sum(Path(p).stat().st_size for p in list(cal_paths.values()) + list(sed_cal_paths.values()))
     nbytes += truth.stat().st_size + npz_path.stat().st_size
-    log.info("simulated %d MIPS DCEs in %d AORs (%.1f MB) into %s", len(files), len(specs),
+    log.info("simulated %d MIPS DCEs in %d AORs (%.1f MB) into %s", len(files), len(specs) + len(sed_specs),
              nbytes / 1e6, outdir)
-    return {"files": files, "cal": cal_paths, "truth": str(truth), "bytes": nbytes}
+    return {"files": files, "cal": cal_paths, "sed_cal": sed_cal_paths, "truth": str(truth), "bytes": nbytes}

@@ -4,6 +4,8 @@
 coordinates it inherits from its ancestors; the rule the store schemas follow is in
 reduce/io/datatree.py (checked statically below for every store schema).
 """
+import dataclasses
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -13,6 +15,8 @@ from reduce.io.datatree import datatree_problems
 from reduce.io.store import Store, StoreWriter
 from reduce.mips.ingest import ingest_mips
 from reduce.schemas import load_schema, validate_group
+from reduce.simulate.mips import simulate_mips
+from reduce.simulate.mips_sed import plan_sed
 from reduce.swas.ingest import ingest_swas
 
 STORE_SCHEMAS = ["swas_store", "mips_store"]
@@ -51,7 +55,10 @@ def test_the_rule_checker_finds_the_old_swas_layout():
 def stores(tmp_path_factory, swas_raw, mips_raw):
     root = tmp_path_factory.mktemp("datatree")
     assert ingest_swas([swas_raw], root / "swas.zarr", report=print).exit_code == 0
-    assert ingest_mips([mips_raw], root / "mips.zarr", report=print).exit_code == 0
+    # one small SED AOR too, so that every group of the MIPS store has rows
+    simulate_mips(root / "sed", seed=2, specs=[],
+                  sed_specs=[dataclasses.replace(plan_sed(1, seed=2)[0], n_cycles=1, exptime=3.0)])
+    assert ingest_mips([mips_raw, root / "sed"], root / "mips.zarr", report=print).exit_code == 0
     return {"swas_store": root / "swas.zarr", "mips_store": root / "mips.zarr"}
 
 

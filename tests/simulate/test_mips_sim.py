@@ -433,7 +433,7 @@ def test_deterministic_and_seed_dependent(tmp_path):
     mips.simulate_mips(tmp_path / "b", specs=TINY, seed=5)
     mips.simulate_mips(tmp_path / "c", specs=TINY, seed=6)
     ta, tb, tc = _tree(tmp_path / "a"), _tree(tmp_path / "b"), _tree(tmp_path / "c")
-    assert len(ta) == 17 + 3 * 3 + 2 * 3 + 2 and ta == tb
+    assert len(ta) == 17 + 6 + 3 * 3 + 2 * 3 + 2 and ta == tb
     assert ta.keys() == tc.keys() and ta["SPITZER_M2_20000009_0001_0000_raw.fits"] != tc[
         "SPITZER_M2_20000009_0001_0000_raw.fits"]
     assert a["bytes"] == sum(len(v) for v in ta.values())

@@ -33,13 +33,14 @@ def record(ds: xr.Dataset, name: str, params=None, cal: CalTable | None = None, 
     return ds
 
 
-def per_dce(func, data, cal=None, outputs=(((), np.float32),), kwargs=None):
+def per_dce(func, data, cal=None, outputs=(((), np.float32),), kwargs=None, sizes=None):
     """Map ``func`` over chunks of DCEs (lazy).
 
     ``data``: DataArrays whose first dim is ``dce`` (all other dims are core
     dims, passed whole); ``cal``: {name: DataArray (cset, ...)} passed whole as
     keyword arguments; ``outputs``: [(core dims, dtype)], each output (dce, *core).
-    ``func(*arrays, **cal, **kwargs)`` returns one array or a tuple.
+    ``func(*arrays, **cal, **kwargs)`` returns one array or a tuple. ``sizes``: {dim: length}
+    of output core dims that no input has (e.g. the rectified rows of an SED BCD).
     """
     cal = dict(cal or {})
     names = list(cal)
@@ -62,6 +63,6 @@ def per_dce(func, data, cal=None, outputs=(((), np.float32),), kwargs=None):
         wrapped, *data, *cal.values(), input_core_dims=core_in,
         output_core_dims=[list(o[0]) for o in outputs], dask="parallelized",
         output_dtypes=[o[1] for o in outputs], kwargs=kwargs or {},
-        dask_gufunc_kwargs={"allow_rechunk": False}, keep_attrs=False)
+        dask_gufunc_kwargs={"allow_rechunk": False, **({"output_sizes": dict(sizes)} if sizes else {})}, keep_attrs=False)
     return res
 
