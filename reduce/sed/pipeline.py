@@ -393,6 +393,7 @@ class SedSpectrum(Pipeline):
                  ("SRCCOL", float(spec.column), "source column in the ON-OFF coadd (0-based)"),
                  ("SRCCOLER", float(spec.column_err), "1-sigma error of SRCCOL"),
                  ("APWIDTH", int(self.params.width), "extraction aperture (columns)"),
+                 ("ERRSCALE", round(float(spec.error_scale), 4), "error x frame scatter / errors (>= 1)"),
                  ("OUTNSIG", float(self.params.nsigma), "cross-frame outlier threshold (sigma)"),
                  ("NREJECT", int(coadd.rejected), "pixels rejected across frames"),
                  ("PIPEVERS", PIPELINE_VERSION, "pipeline version")] + list(plan.cal.provenance_cards())

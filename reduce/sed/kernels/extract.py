@@ -124,7 +124,8 @@ def row_background(image, unc, column, *, gap=4):
 def extract_block(onoff, onoff_unc, frames, frames_unc, *, apcorr, omega_sr, width=5, rows=(1, 20),
                   nsigma=4.0, min_depth=3, background=True):
     """Task body of step ``extract.extract_spectrum``: (flux_jy, error_jy (nrows,) float64, frames
-    used per row (nrows,) int16, source column, its 1-sigma, row background (nrows,) MJy/sr).
+    used per row (nrows,) int16, source column, its 1-sigma, row background (nrows,) MJy/sr,
+    the error scale of :func:`scatter_scale` applied to the frames' combined error).
 
     The column comes from the ON - OFF coadd ``onoff``/``onoff_unc`` (nrows, ncol) MJy/sr (flux
     summed over rows [rows[0], rows[1])). With ``background``, the residual background of each
@@ -133,7 +134,8 @@ def extract_block(onoff, onoff_unc, frames, frames_unc, *, apcorr, omega_sr, wid
     from every aligned ON - OFF frame ``frames``/``frames_unc`` (m, nrows, ncol; missing pixels
     filled from the coadd, :func:`fill_from_coadd`); the frames' row fluxes are tested for
     outliers across frames (``coadd.clip_stack``: a cosmic-ray residual in one frame's aperture)
-    and combined row by row with per-frame inverse-variance weights (``coadd.combine``). An
+    and combined row by row with per-frame inverse-variance weights (``coadd.combine``); the
+    combined error is scaled up where the frames scatter more than their errors say. An
     aperture sum hardly depends on where in its column the source sits, so frames whose source
     sits a fraction of a column apart agree, where single pixels near the peak do not (and
     rejecting those would bias the row).
@@ -152,6 +154,24 @@ def extract_block(onoff, onoff_unc, frames, frames_unc, *, apcorr, omega_sr, wid
     err = np.array([p[1] for p in per]).reshape(len(per), -1)
     rejected = clip_stack(flux, err, nsigma=nsigma, min_depth=min_depth)
     mean, unc, depth = combine(flux, err, rejected)
+    scale = scatter_scale(flux, err, rejected, mean)
     bg_jy = width * bg_err * np.asarray(apcorr, np.float64) * float(omega_sr) * 1e6
-    unc = np.hypot(unc.astype(np.float64), bg_jy)
-    return mean.astype(np.float64), unc, depth, float(column), float(sigma), bg
+    unc = np.hypot(unc.astype(np.float64) * scale, bg_jy)
+    return mean.astype(np.float64), unc, depth, float(column), float(sigma), bg, scale
+
+
+def scatter_scale(flux, err, rejected, mean):
+    """Factor (>= 1) by which the frames' row fluxes scatter about their mean beyond their errors:
+    sqrt(chi^2 / degrees of freedom) pooled over the rows (``flux``, ``err`` (m, nrows), the
+    frames' extractions; ``rejected`` (m, nrows) bool; ``mean`` (nrows,)). The errors of a
+    ramp fit miss what cosmic rays leave in a Ge pixel (a responsivity change after a hit), so
+    the spectrum's error is scaled by it (the SSC's mosaics offered the scatter of the frames
+    as an uncertainty for the same reason); 1 where the errors already explain the scatter."""
+    f, e = np.asarray(flux, np.float64), np.asarray(err, np.float64)
+    use = np.isfinite(f) & np.isfinite(e) & (e > 0) & ~np.asarray(rejected, bool) & np.isfinite(mean)[None]
+    n = use.sum(axis=0)
+    dof = int(np.sum(np.maximum(n - 1, 0)))
+    if dof < 5:
+        return 1.0
+    chi2 = float(np.sum(np.where(use, ((f - np.asarray(mean)[None]) / np.where(use, e, 1.0)) ** 2, 0.0)))
+    return max(1.0, float(np.sqrt(chi2 / dof)))

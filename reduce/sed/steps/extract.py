@@ -17,9 +17,10 @@ def extract_spectrum(coadd, *, wavelength, apcorr, omega_sr, width=5, source_row
     ``wavelength`` (um), and scalars ``column``/``column_err`` (the source column in the coadd,
     0-based, and its 1-sigma error). ``coadd``: ``coadd_aor``'s Dataset; ``wavelength``,
     ``apcorr`` float [nrows]; ``omega_sr`` one pixel's solid angle (sr). Also ``nframes`` (frames
-    used per row) and ``background`` (the residual background subtracted per row, MJy/sr)."""
+    used per row), ``background`` (the residual background subtracted per row, MJy/sr) and
+    ``error_scale`` (the factor applied to the frames' combined error: their scatter over it)."""
     nrow = coadd.sizes["row"]
-    task = dask.delayed(K.extract_block, nout=6, pure=True)(
+    task = dask.delayed(K.extract_block, nout=7, pure=True)(
         coadd.onoff.data, coadd.onoff_unc.data, coadd.frames.data, coadd.frames_unc.data, apcorr=np.asarray(apcorr, np.float64), omega_sr=float(omega_sr),
         width=int(width), rows=tuple(source_rows), nsigma=float(nsigma),
         min_depth=int(min_depth))
@@ -29,10 +30,11 @@ def extract_spectrum(coadd, *, wavelength, apcorr, omega_sr, width=5, source_row
     col = da.from_delayed(task[3], (), dtype=np.float64)
     col_err = da.from_delayed(task[4], (), dtype=np.float64)
     background = da.from_delayed(task[5], (nrow,), dtype=np.float64)
+    scale = da.from_delayed(task[6], (), dtype=np.float64)
     return xr.Dataset({"flux_density": ("row", flux, {"units": "Jy"}), "error": ("row", err, {"units": "Jy"}),
                        "apcorr": ("row", np.asarray(apcorr, np.float64)), "nframes": ("row", nframes),
                        "background": ("row", background, {"units": "MJy/sr"}),
-                       "column": ((), col),
+                       "column": ((), col), "error_scale": ((), scale),
                        "column_err": ((), col_err)},
                       coords={"row": np.arange(nrow),
                               "wavelength": ("row", np.asarray(wavelength, np.float64), {"units": "um"})})
