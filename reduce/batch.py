@@ -10,11 +10,12 @@ script. Relative paths are relative to the manifest's folder::
     swas:
       raw: [raw/swas/day0005, raw/swas/day0006]
       store: stores/swas.zarr
-      levels: [ingest, level1]        # default: both
+      levels: [ingest, level1]        # default: ingest, level1 (MIPS also: level2)
     mips:
       raw: [raw/mips]
       cal: raw/mips/cal               # optional (default: cal/ beside the raw files)
       store: stores/mips.zarr
+      levels: [ingest, level1, level2]   # level1: BCDs (imaging and SED); level2: mosaics and SED spectra
     cluster:                          # optional: skyreduce.cluster.* (CLI options win)
       n-workers: 8
       memory-limit: 6GiB
@@ -53,14 +54,18 @@ from .io.atomic import atomic_path, atomic_write_text
 from .runner.core import SchedulerLost
 
 INSTRUMENTS = ("swas", "mips")
-LEVELS = ("ingest", "level1")
+LEVELS = ("ingest", "level1", "level2")
+DEFAULT_LEVELS = ("ingest", "level1")
+INSTRUMENT_LEVELS = {"swas": ("ingest", "level1"), "mips": LEVELS}
 TOP_KEYS = ("name", "output", "cluster", "sbatch") + INSTRUMENTS
 INSTRUMENT_KEYS = {"swas": ("raw", "store", "levels"), "mips": ("raw", "cal", "store", "levels")}
 SBATCH_KEYS = ("partition", "account", "time", "cpus", "mem", "job-name", "extra")
 SBATCH_DEFAULTS = {"time": "24:00:00", "cpus": 8, "mem": "32G", "job-name": "skyreduce-batch"}
 # cluster keys that name files or folders (resolved against the manifest's folder)
 _CLUSTER_PATHS = ("scheduler-file", "tls-ca-file", "tls-cert", "tls-key", "local-directory")
-PIPELINES = {"swas": "swas_level1", "mips": "mips_bcd"}
+PIPELINES = {("swas", "level1"): ("swas_level1",), ("mips", "level1"): ("mips_bcd", "mips_sed_bcd"),
+             ("mips", "level2"): ("mips_mosaic", "mips_sed")}
+"""The runner pipelines of each instrument and level, run in this order."""
 TEMPLATE = "skyreduce-batch.sbatch.in"
 PERFORMANCE_REPORT = "performance-report.html"
 
@@ -187,17 +192,18 @@ def load_manifest(path) -> Manifest:
         for key in sec:
             if key not in INSTRUMENT_KEYS[inst]:
                 problems.append(f"{where}: {inst}: unknown key {key!r} (allowed: {', '.join(INSTRUMENT_KEYS[inst])})")
-        levels = sec.get("levels", list(LEVELS))
+        allowed = INSTRUMENT_LEVELS[inst]
+        levels = sec.get("levels", list(DEFAULT_LEVELS))
         if isinstance(levels, str):
             levels = [levels]
         if not isinstance(levels, list) or not levels or not all(isinstance(v, str) for v in levels):
-            problems.append(f"{where}: {inst}.levels: expected a list of levels (allowed: {', '.join(LEVELS)})")
+            problems.append(f"{where}: {inst}.levels: expected a list of levels (allowed: {', '.join(allowed)})")
             levels = []
-        bad = [v for v in levels if v not in LEVELS]
+        bad = [v for v in levels if v not in allowed]
         if bad:
             problems.append(f"{where}: {inst}.levels: unknown level {', '.join(map(repr, bad))} "
-                            f"(allowed: {', '.join(LEVELS)})")
-        levels = tuple(v for v in LEVELS if v in levels)
+                            f"(allowed: {', '.join(allowed)})")
+        levels = tuple(v for v in allowed if v in levels)
         store = sec.get("store")
         if not isinstance(store, str) or not store:
             problems.append(f"{where}: {inst}: 'store' (the zarr store of {inst.upper()}) is missing")
@@ -271,7 +277,7 @@ class InstrumentResult:
     products: str
     levels: list
     ingest: dict | None = None      # new / already / rejected / rejected_files / rows / seconds
-    summary: object = None          # the RunSummary of level 1
+    summary: object = None          # the RunSummary of the levels run (merged over their pipelines)
     units: list = field(default_factory=list)   # rows: key, label, status, reason
     fatal: str = ""
 
@@ -290,7 +296,7 @@ class InstrumentResult:
         return {"store": self.store, "products": self.products, "levels": self.levels, "ingest": self.ingest,
                 "units": dict(s.units) if s is not None else None,
                 "ran": s.ran if s is not None else 0,
-                "level1": asdict(s) if s is not None else None,
+                "level1": asdict(s) if s is not None else None,   # (the levels run, merged)
                 "unit_rows": self.units, "fatal": self.fatal, "exit_code": self.exit_code()}
 
 
@@ -374,14 +380,48 @@ def _clean(text) -> str:
     return " ".join(str(text).split())
 
 
+def _pipeline(name):
+    """The runner pipeline of that name (its default parameters, as the CLI runs it)."""
+    if name == "swas_level1":
+        from .swas.pipeline import SwasLevel1
+        return SwasLevel1()
+    if name == "mips_bcd":
+        from .mips.pipeline import MipsBcd
+        return MipsBcd()
+    if name == "mips_mosaic":
+        from .mosaic.pipeline import MipsMosaic
+        return MipsMosaic()
+    from .sed.pipeline import SedBcd, SedSpectrum
+    return {"mips_sed_bcd": SedBcd, "mips_sed": SedSpectrum}[name]()
+
+
+def merge_summaries(summaries):
+    """One RunSummary of several pipelines' runs on one store (units, counts, problems, files and
+    times added up; ``pipeline``: the names of those that had units, joined by '+')."""
+    from .runner.core import RunSummary
+    first = summaries[0]
+    used = [s.pipeline for s in summaries if sum(s.units.values())] or [first.pipeline]
+    out = RunSummary("+".join(used), first.store, first.out)
+    for s in summaries:
+        for k, v in s.units.items():
+            out.units[k] = out.units.get(k, 0) + v
+        for k, v in s.counts.items():
+            out.counts[k] = out.counts.get(k, 0) + v
+        out.problems += s.problems
+        out.failed_units += s.failed_units
+        out.notes += s.notes
+        out.lines += s.lines
+        out.files += s.files
+        out.ran += s.ran
+        out.skipped += s.skipped
+        out.seconds += s.seconds
+    return out
+
+
 def _unit_rows(store, name, summary) -> list[dict]:
     """The units of the run's plan (the runner's units group, in unit order) with their records."""
     from .runner import open_units, read_records
-    if name == "swas_level1":
-        from .swas.pipeline import TABLES
-    else:
-        from .mips.pipeline import TABLES
-    table = TABLES[0] if isinstance(TABLES, (list, tuple)) else next(iter(TABLES.values()))
+    table = _pipeline(name).tables()[0]
     records = read_records(store, name)
     keys, labels = [], {}
     try:
@@ -420,13 +460,12 @@ def _ingest(spec: InstrumentSpec, *, client, progress, report, wait):
             "rows": dict(s.rows), "raw_bytes": int(s.raw_bytes), "seconds": round(s.seconds, 3)}
 
 
-def _reduce(spec: InstrumentSpec, *, client, progress, report, wait, redo, redo_failed):
-    if spec.name == "swas":
-        from .swas.pipeline import reduce_swas as reduce_fn
-    else:
-        from .mips.pipeline import reduce_mips as reduce_fn
-    return reduce_fn(spec.store, spec.products, client=client, progress=progress, report=report, wait=wait,
-                     redo=redo, redo_failed=redo_failed)
+def _reduce(spec: InstrumentSpec, level, *, client, progress, report, wait, redo, redo_failed):
+    """[(pipeline name, RunSummary)] of one level's pipelines, in order."""
+    from .runner import run
+    return [(name, run(_pipeline(name), spec.store, spec.products, client=client, progress=progress, report=report,
+                       wait=wait, redo=redo, redo_failed=redo_failed))
+            for name in PIPELINES[(spec.name, level)]]
 
 
 def run_batch(manifest, *, client=None, redo=False, redo_failed=False, progress=False, report=None,
@@ -464,12 +503,18 @@ def _run_instruments(manifest, result, *, client, redo, redo_failed, progress, r
         try:
             if "ingest" in spec.levels:
                 r.ingest = _ingest(spec, client=client, progress=progress, report=report, wait=wait)
-            if "level1" in spec.levels:
+            runs = []
+            for level in ("level1", "level2"):
+                if level not in spec.levels:
+                    continue
                 if not spec.store.exists():
                     raise ReduceError(f"{spec.store}: no store to reduce (nothing ingested yet)")
-                r.summary = _reduce(spec, client=client, progress=progress, report=report, wait=wait,
-                                    redo=redo, redo_failed=redo_failed)
-                r.units = _unit_rows(spec.store, PIPELINES[inst], r.summary)
+                runs += _reduce(spec, level, client=client, progress=progress, report=report, wait=wait,
+                                redo=redo, redo_failed=redo_failed)
+            if runs:
+                r.summary = merge_summaries([s for _, s in runs])
+                r.units = [row for name, s in runs if sum(s.units.values()) or name == runs[0][0]
+                           for row in _unit_rows(spec.store, name, s)]
         except SchedulerLost as exc:       # the cluster is gone: the other instruments cannot run either
             r.fatal = _clean(exc)
             report(f"FATAL {inst}: {r.fatal}")

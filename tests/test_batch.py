@@ -342,7 +342,7 @@ def test_lost_scheduler_stops_the_batch_with_the_status_so_far(tmp_path, swas_ra
     import reduce.batch as batch
     from reduce.runner.core import SchedulerLost
 
-    def lost(spec, **kw):
+    def lost(spec, level, **kw):
         raise SchedulerLost("lost the dask scheduler at tcp://nowhere:1 in the middle of the swas_level1 run")
 
     ingested = []
@@ -355,3 +355,36 @@ def test_lost_scheduler_stops_the_batch_with_the_status_so_far(tmp_path, swas_ra
     assert ingested == [tmp_path / "stores" / "swas.zarr"]             # mips never started
     status = json.loads((tmp_path / "out" / "status.json").read_text())
     assert "lost the dask scheduler at tcp://nowhere:1" in json.dumps(status)
+
+
+def test_mips_level2_runs_mosaics_and_sed(tmp_path):
+    """``levels: [ingest, level1, level2]`` for MIPS: the BCDs of imaging and SED AORs, then the
+    mosaics and the SED spectra; one status row per unit of every pipeline; a rerun runs nothing."""
+    import dataclasses
+
+    from reduce.simulate.mips import AorSpec, simulate_mips
+    from reduce.simulate.mips_sed import plan_sed
+    phot = AorSpec(aorkey=21000099, aot_type="MipsPhot", object="B", ra=10.0, dec=1.0, start_mjd=53400.0,
+                   n_dce=6, arrays=(1,))
+    sed = dataclasses.replace(plan_sed(1, seed=4)[0], n_cycles=3, exptime=3.0)
+    simulate_mips(tmp_path / "raw", seed=4, specs=[phot], sed_specs=[sed])
+    path = _manifest(tmp_path, """\
+        output: out
+        mips:
+          raw: [raw]
+          store: mips.zarr
+          levels: [ingest, level1, level2]
+        """)
+    res = run_batch(path, report=print)
+    assert res.exit_code == 0, res.text()
+    rows = _tsv(tmp_path / "out")
+    assert sorted(r["unit"] for r in rows) == sorted(["m24-21000099", f"sed-{sed.aorkey}", "m24-21000099",
+                                                      f"sed-{sed.aorkey}"])
+    assert all(r["status"] == "done" for r in rows)
+    products = tmp_path / "out" / "mips"
+    assert len(list(products.glob("SPITZER_M1_21000099_*_maic.fits"))) == 1
+    assert (products / f"SPITZER_M2_{sed.aorkey}_0.1.0_sed.tbl").is_file()
+    status = json.loads((tmp_path / "out" / "status.json").read_text())
+    assert status["instruments"]["mips"]["level1"]["pipeline"] == "mips_bcd+mips_sed_bcd+mips_mosaic+mips_sed"
+    again = run_batch(path, report=print)
+    assert again.exit_code == 0 and again.nothing_new, again.text()
