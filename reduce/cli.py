@@ -91,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redo", action="store_true", help="recompute every mosaic, also those already done")
     p.add_argument("--redo-failed", action="store_true", help="retry the mosaics that failed before")
 
+    trend = commands.add_parser("trend", help="instrument-stability time series of a store: tables, plots with "
+                                "fitted trends, index.html")
+    tr = trend.add_subparsers(dest="instrument", required=True)
+    for name, what in (("swas", "SWAS: Tsys, noise ratio, gains, dispersion, Allan variance, flag rates per segment"),
+                       ("mips", "MIPS: stim-flash responsivity, zero level, read noise, cosmic-ray rate, "
+                                "saturated fraction")):
+        p = tr.add_parser(name, parents=[parent], help=what)
+        p.add_argument("--store", type=Path, required=True, help="the store (an ingested one is enough)")
+        p.add_argument("--out", type=Path, required=True, help="folder for the tables, plots and index.html")
+        p.add_argument("--from", dest="start", metavar="WHEN", default=None,
+                       help="first time analysed: ISO date or date-time in UTC, or an MJD (default: the start)")
+        p.add_argument("--to", dest="stop", metavar="WHEN", default=None,
+                       help="last time analysed: ISO date or date-time in UTC, or an MJD (default: the end)")
+
     p = commands.add_parser("demo", parents=[parent],
                             help="simulate a small SWAS and MIPS set, ingest both and reduce them (SWAS level 1, "
                                  "MIPS BCDs and mosaics)")
@@ -138,6 +152,8 @@ def _run(args) -> int:
 
     if args.command == "batch":              # reads its manifest (and cluster config) before connecting
         return _batch(args)
+    if args.command == "trend":              # checks --from / --to before connecting
+        return _trend(args)
     with connect_from_args(args) as client:
         if args.command == "simulate":
             return _simulate(args, client)
@@ -274,6 +290,45 @@ def _demo(args, client):
         print(f"    problem: {line}")
     print("  open the stores with xarray.open_datatree(path, engine='zarr'), or reduce.swas.open_store(path)")
     return max(codes)
+
+
+def _trend(args):
+    """``skyreduce trend swas|mips``: the study of the store in [--from, --to], written to --out.
+    Exit 0; 1 when some units could not be analysed (listed); 2 on a bad WHEN or a fatal error."""
+    from cluster.options import connect_from_args
+
+    from .stability.study import parse_when, write_study
+
+    when = {}
+    for opt, key in (("--from", "start"), ("--to", "stop")):
+        text = getattr(args, key)
+        try:
+            when[key] = None if text is None else parse_when(text)
+        except ValueError as exc:
+            print(f"skyreduce: error: {opt}: {exc}", file=sys.stderr)
+            return 2
+    if when["start"] is not None and when["stop"] is not None and when["start"] > when["stop"]:
+        print(f"skyreduce: error: --from {args.start} is after --to {args.stop}", file=sys.stderr)
+        return 2
+    if not Path(args.store).exists():
+        print(f"skyreduce: error: store {args.store} does not exist", file=sys.stderr)
+        return 2
+    if args.instrument == "swas":
+        from .stability.swas import study
+    else:
+        from .stability.mips import study
+    with connect_from_args(args) as client:
+        result = study(args.store, start=when["start"], stop=when["stop"], client=client)
+    paths = write_study(result, args.out)
+    for line in result.problems:
+        print(f"problem: {line}", file=sys.stderr)
+    rows = ", ".join(f"{name} {len(df)} rows" for name, df in result.tables.items())
+    pngs = sum(1 for p in paths if p.suffix == ".png")
+    print(f"{args.instrument.upper()} stability of {args.store} -> {args.out}: {rows}; {pngs} plots; "
+          f"{Path(args.out) / 'index.html'}")
+    for line in result.notes:
+        print(f"  note: {line}")
+    return 1 if result.problems else 0
 
 
 def _batch(args):

@@ -60,7 +60,11 @@ def test_missing_input_and_wrong_store(tmp_path, scheduler, capsys, mips_raw):
 def test_demo(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--workers", "2", "-q"]) == 0
     out = capsys.readouterr().out
-    assert "simulated SWAS: 12 level-0 files" in out and "simulated MIPS: 162 level-0 files" in out
+    # MIPS: 162 imaging DCEs (2 AORs) and one SED AOR of 6 cycles (30 DCEs)
+    assert "simulated SWAS: 12 level-0 files" in out and "simulated MIPS: 192 level-0 files" in out
     assert "ingested SWAS" in out and "0 rejected" in out
     assert Store(tmp_path / "demo" / "swas.zarr").open_group().sizes["segment"] == 12
     assert Store(tmp_path / "demo" / "mips.zarr").open_group("mips70").sizes["dce"] == 54
+    assert Store(tmp_path / "demo" / "mips.zarr").open_group("mips70sed").sizes["dce"] == 30
+    assert "SED: 30 DCEs, 30 BCDs, 0 skipped" in out and "SED: 1 AOR spectra" in out
+    assert len(list((tmp_path / "demo" / "products" / "mips").glob("SPITZER_M2_4*_sed.tbl"))) == 1

@@ -25,6 +25,7 @@ EXPECT = {
     "level1_step_by_step.ipynb": ["pairs graph:", "none run yet", "radiometer", "peak Ta*", "v_LSR",
                                   "swas_level1 on", "stored coadds", "median slope", "cosmic-ray jump",
                                   "stored 70 um BCDs", "mips_bcd on"],
+    "irac_stability.ipynb": ["first frame:", "intrapixel:"],
 }
 
 

@@ -1,0 +1,1 @@
+"""Plain-array kernels of the stability studies (numpy / scipy only: no xarray, dask or I/O)."""
