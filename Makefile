@@ -38,7 +38,7 @@ debs:
 
 ## test: install everything the tests need, then run the whole suite
 test: install-test debs
-	USER=$${USER:-skyreduce} $(BIN)/python -m pytest
+	USER=$${USER:-skyreduce} $(BIN)/python -m pytest --durations=20
 
 ## bench: ingest throughput and scaling (prints the figures)
 bench: install-test

@@ -26,6 +26,10 @@ EXPECT = {
                                   "swas_level1 on", "stored coadds", "median slope", "cosmic-ray jump",
                                   "stored 70 um BCDs", "mips_bcd on"],
     "irac_stability.ipynb": ["first frame:", "intrapixel:"],
+    "mips_ramps_to_mosaic.ipynb": ["ramp of pixel", "BCD graph:", "none run yet", "BCD of DCE", "stored BCD of DCE",
+                                   "mips_bcd on", "mips_mosaic on", "exit code 0", "mosaic: (", "NFRAMES"],
+    "stability.ipynb": ["none run yet", "swas_segments:", "Tsys of segment", "mips_responsivity:",
+                        "responsivity 70 um:", "index.html at"],
 }
 
 
