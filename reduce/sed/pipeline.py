@@ -420,7 +420,8 @@ def reduce_sed(store, out, *, level=2, client=None, progress=False, report=print
 
     An empty list when the store has no SED DCEs."""
     try:
-        open_committed(store, SED_RAW_GROUP)
+        if open_committed(store, SED_RAW_GROUP).sizes["dce"] == 0:
+            return []
     except Exception:  # noqa: BLE001 - a store without SED DCEs
         return []
     kw = dict(client=client, progress=progress, report=report, redo=redo, redo_failed=redo_failed, wait=wait)
