@@ -55,9 +55,11 @@ class DceReport:
     dcenum: int
     source_file: str
     status: str
+    array: str = ""     # how the line names the array ('' : "<band> um"; the SED mode: "SED")
 
     def line(self):
-        return f"SKIPPED {self.source_file} (MIPS {BAND[self.chnlnum]} um DCE {self.aorkey}/{self.expid:04d}/" \
+        array = self.array or f"{BAND[self.chnlnum]} um"
+        return f"SKIPPED {self.source_file} (MIPS {array} DCE {self.aorkey}/{self.expid:04d}/" \
                f"{self.dcenum:04d}): {self.status}"
 
 
@@ -203,11 +205,12 @@ def _distortion_keys(h):
     return [k for k in dict.fromkeys(keys) if k in h]
 
 
-def reports_of(chnlnum, status, ds) -> list[DceReport]:
-    """DceReport for every DCE whose status is not 'ok' (``status`` numpy; coords of ``ds`` numpy)."""
+def reports_of(chnlnum, status, ds, array="") -> list[DceReport]:
+    """DceReport for every DCE whose status is not 'ok' (``status`` numpy; coords of ``ds`` numpy);
+    ``array``: the name its line gives the array (default: the band)."""
     bad = np.flatnonzero(np.asarray(status).astype(object).astype(str) != "ok")
     return [DceReport(chnlnum, int(ds.aorkey.values[i]), int(ds.expid.values[i]), int(ds.dcenum.values[i]),
-                      str(ds.source_file.values[i]), str(status[i])) for i in bad]
+                      str(ds.source_file.values[i]), str(status[i]), array) for i in bad]
 
 
 def assemble(plan: Plan, params: BcdParams = BcdParams()):

@@ -110,6 +110,10 @@ class SedCalibrationSet:
         """The CALVERS of the set ('+'-joined when files differ)."""
         return CalibrationSet.calvers.fget(self)
 
+    def wave_values(self) -> dict:
+        """WAVE0, DISP, TILT (um), CENTCOL, PXSCALE, SLITW (arcsec) of the WAVE file, lower-case keys."""
+        return {key.lower(): float(getattr(self, key.lower())) for key in WAVE_KEYWORDS}
+
     def provenance_cards(self):
         """[(keyword, value, comment)] naming each file and its SHA-256 (CFDARK, CSDARK, ... CFWAVE, CSWAVE)."""
         return CalibrationSet.provenance_cards(self)
@@ -303,6 +307,6 @@ class SedCalTable(CalTable):
         if cs is None:
             why = self.reasons[k] if 0 <= k < len(self.reasons) else "no such set"
             raise CalibrationError(f"SED calibration set {k} is not usable: {why}")
-        out = {key.lower(): getattr(cs, key.lower()) for key in WAVE_KEYWORDS}
+        out = cs.wave_values()
         out.update(apcorr_row=cs.apcorr_row, apcorr_wave=cs.apcorr_wave, apcorr=cs.apcorr)
         return out

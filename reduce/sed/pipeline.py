@@ -81,7 +81,7 @@ def assemble_sed(plan, params: SedParams = SedParams()):
                                                  for ident, reason in zip(plan.cal.identities, plan.cal.reasons)],
                                                 sort_keys=True),
                  "responsivity_method": params.ge.resp_method, "store": plan.source}
-    return out, reports_of(2, plan.status, plan.ds)
+    return out, reports_of(2, plan.status, plan.ds, array="SED")
 
 
 def _status_block(codes, nsat, *, aorkeys, status, limit):
@@ -98,10 +98,6 @@ def _status_block(codes, nsat, *, aorkeys, status, limit):
 def build_sed_bcd(source, *, params: SedParams = SedParams()):
     """(lazy SED BCD Dataset, [DceReport] of DCEs skipped at plan time) of a raw ``mips70sed`` Dataset."""
     return assemble_sed(plan_sed(source, params=params), params)
-
-
-def _sed_reason(line):
-    return line.replace("MIPS 70 um DCE", "MIPS SED DCE")
 
 
 @dataclass(frozen=True)
@@ -149,11 +145,11 @@ class SedBcd(Pipeline):
         done = bcd.compute()
         rows = dce_rows(done)
         status = rows["status"]
-        reps = reports_of(2, status, done)
+        reps = reports_of(2, status, done, array="SED")
         ok = int((status == "ok").sum())
         counts = {"SED DCEs": int(status.size), "SED BCDs": ok, "SED skipped": len(reps)}
         return UnitResult(rows={BCD_TABLE.name: rows}, counts=counts,
-                          problems=[_sed_reason(r.line()) for r in reps],
+                          problems=[r.line() for r in reps],
                           context={"attrs": dict(done.attrs), "plan": plan})
 
     def export_unit(self, store, out, unit, result, slots):
@@ -169,7 +165,7 @@ class SedBcd(Pipeline):
         for i in np.flatnonzero(status == "ok"):
             cs = plan.cal.sets[int(done.calset.values[i])]
             files += len(write_sed_bcd(out, meta=dce_meta(done, i), bcd=done.bcd.values[i], unc=done.unc.values[i],
-                                       mask=done.mask.values[i], wave=wave_of(cs), mask_bits=sed_mask_bits(),
+                                       mask=done.mask.values[i], wave=cs.wave_values(), mask_bits=sed_mask_bits(),
                                        calibration_cards=cs.provenance_cards(), history=history,
                                        version=__version__))
         return files, []
@@ -179,11 +175,6 @@ class SedBcd(Pipeline):
         if "SED DCEs" not in c:
             return []
         return [f"  SED: {c['SED DCEs']} DCEs, {c['SED BCDs']} BCDs, {c['SED skipped']} skipped"]
-
-
-def wave_of(cs) -> dict:
-    """The WAVE-file numbers of a calibration set (um, arcsec) as the exporters take them."""
-    return {k: float(getattr(cs, k)) for k in ("wave0", "disp", "tilt", "centcol", "pxscale", "slitw")}
 
 
 def dce_meta(done, i) -> dict:
@@ -281,11 +272,6 @@ def _apcorr_rows(cal, nrows):
     return out
 
 
-def omega_sr(cal) -> float:
-    """Solid angle (sr) of one slit pixel: SLITW x PXSCALE (ICD 3)."""
-    return float(cal.slitw) * float(cal.pxscale) / 206264.80624709636 ** 2
-
-
 @dataclass(frozen=True)
 class SedSpectrum(Pipeline):
     """MIPS SED level 2: one unit per done SedBcd unit (an SED AOR) -> its spectrum and coadds."""
@@ -345,7 +331,7 @@ class SedSpectrum(Pipeline):
         coadd = steps.coadd_aor(ds, plan, nsigma=p.nsigma, min_depth=p.min_depth)
         nrow = ds.sizes["row"]
         spec = steps.extract_spectrum(coadd, wavelength=plan.cal.wave0 + plan.cal.disp * np.arange(nrow),
-                                      apcorr=_apcorr_rows(plan.cal, nrow), omega_sr=omega_sr(plan.cal),
+                                      apcorr=_apcorr_rows(plan.cal, nrow), omega_sr=plan.cal.omega_sr,
                                       width=p.width, source_rows=p.source_rows, nsigma=p.nsigma,
                                       min_depth=p.min_depth)
         return coadd, spec
@@ -403,7 +389,7 @@ class SedSpectrum(Pipeline):
         files = list(files) + [write_sed_coadd(out, aorkey=plan.aorkey, version=__version__, diff=coadd.onoff.values,
                                                diff_unc=coadd.onoff_unc.values, depth=coadd.depth.values,
                                                on=coadd.on.values, off=coadd.off.values,
-                                               source_column=float(spec.column), wave=wave_of(plan.cal),
+                                               source_column=float(spec.column), wave=plan.cal.wave_values(),
                                                header_cards=cards)]
         return len(files), []
 
