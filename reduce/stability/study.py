@@ -257,19 +257,31 @@ def _index_html(study, tables, plots, out):
     return out / "index.html"
 
 
-def write_study(study: Study, out, **trend_kw) -> list[Path]:
+def _fit_and_plot(s: Series, path, trend_kw):
+    """Task body: the trend fits of one Series, its rows of trends.csv / trend_steps.csv, its PNG."""
+    fits = fit_series(s, **trend_kw)
+    rows, steps = _trend_rows(s, fits)
+    return rows, steps, plot_series(s, fits, path)
+
+
+def write_study(study: Study, out, client=None, **trend_kw) -> list[Path]:
     """Write a Study into folder ``out``: every table as CSV and into the zarr group
     ``stability.zarr``, ``trends.csv`` and ``trend_steps.csv``, one PNG per Series, ``index.html``.
+    ``client``: a dask.distributed Client: the trend fits and plots run on its workers, one task per
+    Series (``out`` must then be on a file system the workers share); None: here, one after the other.
     ``trend_kw``: passed to ``kernels.trend.analyse`` (threshold, outlier_z, ...). Returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written, trend_rows, step_rows, plots = [], [], [], []
-    for s in study.series:
-        fits = fit_series(s, **trend_kw)
-        rows, steps = _trend_rows(s, fits)
+    paths = [out / f"{s.name}.png" for s in study.series]
+    if client is not None and study.series:
+        done = client.gather(client.map(_fit_and_plot, study.series, paths, trend_kw=trend_kw, pure=False))
+    else:
+        done = [_fit_and_plot(s, path, trend_kw) for s, path in zip(study.series, paths)]
+    for s, (rows, steps, path) in zip(study.series, done):
         trend_rows += rows
         step_rows += steps
-        plots.append((s, plot_series(s, fits, out / f"{s.name}.png")))
+        plots.append((s, path))
     tables = dict(study.tables)
     tables["trends"] = pd.DataFrame(trend_rows)
     tables["trend_steps"] = pd.DataFrame(step_rows, columns=["series", "group", "units", "mjd", "mjd_before",

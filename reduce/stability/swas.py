@@ -7,7 +7,12 @@ the CONT Y-factor Tsys) runs inside the task on the segment's rows, then the lev
 :func:`reduce.swas.kernels.pair.pair_segment` (switched spectra, COMB dispersion),
 :func:`reduce.swas.kernels.flag.flag_segment` (noise / spike / baseline statistics) and
 :func:`reduce.swas.kernels.comb.fit_comb` (each COMB set's lines), so the numbers are those
-the level-1 reduction would compute on the same store.
+the level-1 reduction would compute on the same store. Where the store already holds level-1
+results of a segment, done with the same inputs and parameters (the runner's unit records, as a
+level-1 rerun checks them), its COMB dispersion and its pairs' flags and noise statistics are read
+from the level-1 tables (one task per level-1 unit) instead of being computed again: the same numbers,
+since the same kernels wrote them; the COMB sets, zero levels, gains and Allan variances, which level 1
+does not keep, are still computed from the scans.
 
 Graph: one read task per AOS store chunk and half and per metadata chunk; one task per TASK_ROWS
 store rows (cut from those reads, plus MAX_SEGMENT_SCANS rows beyond) reduces the segments whose
@@ -96,6 +101,8 @@ FIELDS = {
     "allan_spec_err": (("receiver", "level"), "f8", np.nan, {"units": "1"}),
     "allan_time_tp": (("receiver",), "f8", np.nan, {"units": "s"}),
     "allan_time_spec": (("receiver",), "f8", np.nan, {"units": "s"}),
+    "from_level1": ((), "?", False, {"long_name": "pairing, COMB dispersion and flagging read from the store's "
+                                                  "level-1 results"}),
 }
 HK_FIELDS = {"t_lo": ("K", "LO temperature (HK mean)"), "t_mix": ("K", "mixer temperature (HK mean)")}
 DIM_SIZE = {"receiver": 2, "coef": 3, "comb_set": N_SETS, "comb_line": N_LINES, "level": N_LEVELS}
@@ -148,9 +155,20 @@ def _allan(rec, j, x_by_half, st, usable, t, zero_by_half):
         rec["allan_time_spec"][j, k] = K_allan.allan_time(tau, sp_, spe)
 
 
-def _segment(rec, j, sp, x_by_half, t, params):
+def _pair_fields(rec, j, k, flags, noise_stat, crit):
+    """n_pairs, noise_ratio and the flag counts of row j, receiver k, from the flagging step's
+    flags (m,) and 'noise' statistic (m,) (None: no noise criterion)."""
+    rec["n_pairs"][j, k] = len(flags)
+    if noise_stat is not None:
+        rec["noise_ratio"][j, k] = K.noise_ratio(noise_stat, flags)[0]
+    tested, (spk, base) = K.flag_counts(flags, crit)
+    rec["pairs_tested"][j, k], rec["pairs_spikes"][j, k], rec["pairs_baseline"][j, k] = tested, spk, base
+
+
+def _segment(rec, j, sp, x_by_half, t, params, from_level1=False):
     """Fill row j of rec from one planned segment (SegmentPlan sp; x_by_half and t [MJD]: the rows
-    of the task, local row indices as in sp)."""
+    of the task, local row indices as in sp). ``from_level1``: the store's level-1 results stand in
+    for the pairing, COMB dispersion and flagging (filled in by :func:`_assemble`), not redone."""
     crit = params.flag.kernel.criteria
     i_noise = crit.index("noise") if "noise" in crit else None
     rec["tsys"][j], rec["tsys_err"][j] = sp.tsys, sp.tsys_err
@@ -164,18 +182,15 @@ def _segment(rec, j, sp, x_by_half, t, params):
         rec["zero"][j, k] = float(np.mean(zero[INNER]))
         rec["off_zero"][j, k] = float(np.mean(x[offs][:, INNER] - zero[INNER]))
         rec["gain"][j, k] = rec["off_zero"][j, k] / sp.tsys[k]
-        try:
-            sw, disp, cres, _, _ = pair_segment(x, sp, half, params.pair)
-        except CalibrationError as e:
-            why.append(str(e))
-            continue
-        rec["disp"][j, k], rec["comb_rms"][j, k], rec["comb_nlines"][j, k] = disp, cres[0], int(cres[1])
-        flags, stats = flag_segment(sw, sp.sigma, sp.dilate, params.flag)
-        rec["n_pairs"][j, k] = sw.shape[0]
-        if i_noise is not None:
-            rec["noise_ratio"][j, k] = K.noise_ratio(stats[:, i_noise], flags)[0]
-        tested, (spk, base) = K.flag_counts(flags, crit)
-        rec["pairs_tested"][j, k], rec["pairs_spikes"][j, k], rec["pairs_baseline"][j, k] = tested, spk, base
+        if not from_level1:
+            try:
+                sw, disp, cres, _, _ = pair_segment(x, sp, half, params.pair)
+            except CalibrationError as e:
+                why.append(str(e))
+                continue
+            rec["disp"][j, k], rec["comb_rms"][j, k], rec["comb_nlines"][j, k] = disp, cres[0], int(cres[1])
+            flags, stats = flag_segment(sw, sp.sigma, sp.dilate, params.flag)
+            _pair_fields(rec, j, k, flags, stats[:, i_noise] if i_noise is not None else None, crit)
         for i, (taos, d, n, c, e, rows) in enumerate(_comb_sets(x, sp, half, zero, params)):
             rec["set_taos"][j, k, i], rec["set_disp"][j, k, i] = taos, d
             rec["set_mjd"][j, k, i] = float(np.mean(ts[rows]))
@@ -196,11 +211,13 @@ def _cut(blocks, first, lo, hi):
     return out[0] if len(out) == 1 else np.concatenate(out)
 
 
-def _chunk_body(table, a490, a550, metas, *, aos_first, meta_first, rows, own, start, stop, cand, params):
+def _chunk_body(table, a490, a550, metas, *, aos_first, meta_first, rows, own, start, stop, cand, params,
+                level1_ids=frozenset()):
     """Task body: the segments (candidate positions ``cand``) whose first scan lies in store rows
     ``own`` and in [start, stop), from the store rows ``rows`` = (own start, at most
     MAX_SEGMENT_SCANS past own's end). a490/a550: AOS blocks from row aos_first; metas: metadata
-    blocks (META_VARS and ``time`` [MJD]) from row meta_first. Returns
+    blocks (META_VARS and ``time`` [MJD]) from row meta_first; level1_ids: segment ids whose
+    pairing, COMB dispersion and flagging come from the store's level-1 results. Returns
     {"pos": index among the candidates (s,), field: (s, ...)} (see FIELDS). ``cand``: sorted store
     positions (segment dim) of the candidate segments."""
     fs, ns = np.asarray(table["first_scan"]), np.asarray(table["nscans"])
@@ -257,7 +274,7 @@ def _chunk_body(table, a490, a550, metas, *, aos_first, meta_first, rows, own, s
                 rec["reason"][j] = rep.reason if rep is not None else "not planned"
                 zero = {}
             else:
-                why = _segment(rec, j, sp, x, time, params)
+                why = _segment(rec, j, sp, x, time, params, from_level1=sid in level1_ids)
                 rec["status"][j] = "failed" if why else "ok"
                 rec["reason"][j] = why
                 zero = {h: x[h][a:b][sp.zero].astype(float).mean(axis=0) for h in HALVES}
@@ -278,14 +295,63 @@ def _hk_body(seg_id, *values, ids):
     return K.segment_sums(np.asarray(seg_id), np.stack([np.asarray(v, float) for v in values], axis=1), ids)
 
 
-def _assemble(parts, hk_parts, *, n):
-    """Task body: the per-candidate arrays (n, ...) of FIELDS and HK_FIELDS from the chunk results."""
+def _level1_body(store, pairs_slot, segments_slot, *, crit):
+    """Task body: one level-1 unit's results per segment, read from its slots (start, rows) of the
+    store's level-1 ``pairs`` and ``segments`` tables: {"segment": ids (s,), "reason": (s, 2) str,
+    "disp", "comb_rms", "comb_nlines", "n_pairs", "noise_ratio", "pairs_tested", "pairs_spikes",
+    "pairs_baseline": (s, 2[, 3]) as in FIELDS}."""
+    from reduce.runner import read_slot
+    from reduce.swas.pipeline import TABLES
+    spec = {t.name: t for t in TABLES}
+    seg = read_slot(store, spec["segments"], *segments_slot)
+    pairs = read_slot(store, spec["pairs"], *pairs_slot)
+    ids = seg["seg_segment"].values.astype(np.int64)
+    rec = _blank(ids.size)
+    rec["segment"] = ids
+    rec["reason_l1"] = np.full((ids.size, 2), "", dtype=object)
+    i_noise = crit.index("noise") if "noise" in crit else None
+    pseg = pairs["pair_segment"].values.astype(np.int64)
+    for j, sid in enumerate(ids):
+        rows = pseg == sid
+        for k, h in enumerate(HALVES):
+            why = str(seg[f"reason{h}"].values[j])
+            if why:
+                rec["reason_l1"][j, k] = why
+                continue
+            rec["disp"][j, k] = seg[f"disp{h}"].values[j]
+            rec["comb_rms"][j, k] = seg[f"comb_rms{h}"].values[j]
+            rec["comb_nlines"][j, k] = int(seg[f"comb_nlines{h}"].values[j])
+            stat = pairs[f"flagstat{h}"].values[rows]
+            _pair_fields(rec, j, k, pairs[f"flag{h}"].values[rows],
+                         stat[:, i_noise] if i_noise is not None else None, crit)
+    return rec
+
+
+LEVEL1_FIELDS = ("disp", "comb_rms", "comb_nlines", "n_pairs", "noise_ratio", "pairs_tested", "pairs_spikes",
+                 "pairs_baseline")
+
+
+def _assemble(parts, hk_parts, level1_parts=(), *, n, seg_ids=None):
+    """Task body: the per-candidate arrays (n, ...) of FIELDS and HK_FIELDS from the chunk results
+    (and the level-1 units' results for the candidates with ids ``seg_ids`` (n,))."""
     rec = _blank(n)
     for part in parts:
         pos = part["pos"]
         if pos.size:
             for k in FIELDS:
                 rec[k][pos] = part[k]
+    where = {int(v): i for i, v in enumerate(seg_ids)} if level1_parts else {}
+    for part in level1_parts:
+        for j, sid in enumerate(part["segment"]):
+            i = where.get(int(sid))
+            if i is None or rec["status"][i] != "ok":
+                continue
+            for k in LEVEL1_FIELDS:
+                rec[k][i] = part[k][j]
+            rec["from_level1"][i] = True
+            why = "; ".join(r for r in part["reason_l1"][j] if r)
+            if why:
+                rec["status"][i], rec["reason"][i] = "failed", why
     sums = np.sum(hk_parts, axis=0) if len(hk_parts) else np.zeros((n, 2 * len(HK_VARS)))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums[:, : len(HK_VARS)] / sums[:, len(HK_VARS):]
@@ -328,6 +394,51 @@ def _concat_bundle(*lists, names):
     return {k: np.concatenate([np.asarray(a) for a in blocks]) for k, blocks in zip(names, lists)}
 
 
+def level1_units(store, params, *, ids=None):
+    """The store's level-1 units whose results the study takes as they are: done, with the same
+    inputs (segment files' SHA-256, rows) and the same parameters as the level-1 pipeline with
+    ``params`` would have now. Returns ([(pairs slot (start, rows), segments slot (start, rows))
+    per unit holding one of the segment ``ids`` (None: any)], their segment ids (int64), the store
+    rows of those segments' first scans). Reads the runner's unit records and units group (one small
+    row per unit) and the level-1 unit plan (per-segment ids, rows, SHA-256), as a level-1 rerun does."""
+    from reduce.runner import open_units, read_records
+    from reduce.swas.pipeline import TABLES, SwasLevel1
+    none = ([], np.zeros(0, np.int64), np.zeros(0, np.int64))
+    pipe = SwasLevel1(params)
+    records = read_records(store, pipe.name)
+    if not records:
+        return none
+    units = open_units(store, TABLES[0])
+    if units is None:
+        return none
+    phash = pipe.params_hash()
+    row = {str(k): i for i, k in enumerate(units["unit_key"].values)}
+    seg_index = first = None
+    slots, seg_out, first_out = [], [], []
+    for unit in pipe.units(store):
+        rec = records.get(unit.key)
+        if (rec is None or rec.get("status") != "done" or rec.get("input_hash") != unit.input_hash
+                or rec.get("params_hash") != phash or unit.key not in row):
+            continue
+        if seg_index is None:
+            from reduce.io.store import Store
+            root = Store(store).open_group(indexes=False)
+            seg_index, first = (np.asarray(v) for v in dask.compute(root["segment"].data, root["first_scan"].data))
+        sids = seg_index[unit.info["segments"]].astype(np.int64)
+        if ids is not None and not np.isin(sids, ids).any():
+            continue
+        i = row[unit.key]
+        slot = lambda t: (int(units[f"{t}_start"].values[i]), int(units[f"{t}_count"].values[i]))
+        if slot("segments")[1] == 0:
+            continue
+        slots.append((slot("pairs"), slot("segments")))
+        seg_out.append(sids)
+        first_out.append(first[unit.info["segments"]].astype(np.int64))
+    if not slots:
+        return none
+    return slots, np.concatenate(seg_out), np.concatenate(first_out)
+
+
 def segment_dataset(store, *, start=None, stop=None, params=None):
     """Lazy per-segment stability quantities (dask), dims (segment, receiver, coef, comb_set,
     comb_line, level); variables FIELDS (+ t_lo, t_mix (segment, receiver) [K]), units in attrs.
@@ -336,7 +447,9 @@ def segment_dataset(store, *, start=None, stop=None, params=None):
     [start, stop) (MJD; None = open); ``status`` says for each which ones were reduced ('ok'),
     could not be ('failed', with ``reason``), are special modes ('excluded') or have their first
     scan outside the window ('outside'). ``store``: path of a SWAS store (only ingested is
-    enough). Nothing is computed: the eager indexes time, segment and hk_time are read."""
+    enough). Nothing is computed: the eager indexes time, segment and hk_time are read, and when the
+    store has level-1 unit records, the per-segment variables of the level-1 unit plan (as a rerun of
+    level 1 reads them: ids, first rows, SHA-256)."""
     params = params or Params()
     ds, lazy, hk = _open(store)
     token = uuid.uuid4().hex[:10]
@@ -345,6 +458,7 @@ def segment_dataset(store, *, start=None, stop=None, params=None):
         raise ValueError("segment_dataset: the store must be opened with its indexes")
     cand = np.flatnonzero(K.day_candidates(seg_ids, start, stop))
     n = cand.size
+    level1_slots, level1_ids, level1_first = level1_units(store, params, ids=seg_ids[cand])
     time = np.asarray(ds.indexes["time"]) if ds.sizes["time"] else np.zeros(0)   # eager: the window's rows
     aos = {h: _read_tasks(ds[f"aos{h}"].data, f"stab-aos{h}", token) for h in HALVES}
     edges = aos["490"][1]
@@ -380,7 +494,8 @@ def segment_dataset(store, *, start=None, stop=None, params=None):
             ks = range(int(np.searchsorted(edges, lo, "right")) - 1, int(np.searchsorted(edges, rhi, "left")))
             mj = range(int(np.searchsorted(medges, lo, "right")) - 1, int(np.searchsorted(medges, rhi, "left")))
             fn = partial(_chunk_body, aos_first=int(edges[ks[0]]), meta_first=int(medges[mj[0]]), rows=(lo, rhi),
-                         own=(lo, hi), start=start, stop=stop, cand=cand, params=params)
+                         own=(lo, hi), start=start, stop=stop, cand=cand, params=params,
+                         level1_ids=frozenset(int(v) for v in level1_ids[(level1_first >= lo) & (level1_first < hi)]))
             parts.append(task(fn, f"stab-swas-{token}-{lo}", table, [aos["490"][0][k] for k in ks],
                               [aos["550"][0][k] for k in ks], [metas[j] for j in mj]))
     hk_parts = []
@@ -398,7 +513,9 @@ def segment_dataset(store, *, start=None, stop=None, params=None):
                     continue
             hk_parts.append(task(partial(_hk_body, ids=seg_ids[cand]), f"stab-hk-{token}-{j}",
                                  *[b[0][j] for b in blocks]))
-    asm = task(partial(_assemble, n=n), f"stab-swas-asm-{token}", parts, hk_parts)
+    asm = task(partial(_assemble, n=n, seg_ids=seg_ids[cand]), f"stab-swas-asm-{token}", parts, hk_parts,
+               [task(partial(_level1_body, str(store), ps, ss, crit=tuple(params.flag.kernel.criteria)),
+                     f"stab-swas-l1-{token}-{i}") for i, (ps, ss) in enumerate(level1_slots)])
     data = {}
     for k, (dims, dt, _, attrs) in FIELDS.items():
         arr = outputs([asm], k, [(n,) + _shape(dims)], dt, name="stab-swas")
@@ -476,6 +593,7 @@ def _tables(seg, day):
     col["thot_K"] = s["thot"].values
     col["allan_run"] = s["allan_run"].values.astype(str)
     col["allan_scans"] = s["allan_scans"].values
+    col["from_level1"] = s["from_level1"].values.astype(bool)
     tables = {"swas_segments": pd.DataFrame(col)}
     # per-day flag rates
     d = {"missday": day["missday"].values.astype(np.int64), "mjd": day["mjd"].values}
@@ -638,6 +756,10 @@ def study(store, *, start=None, stop=None, client=None):
     n_ok = len(tables["swas_segments"])
     notes.insert(0, f"SWAS: {n_ok} segments calibrated, {len(problems)} could not be, "
                     f"{sum(1 for s in seg['status'].values if s == 'excluded')} special-mode segments excluded")
+    n_l1 = int(seg["from_level1"].values.sum())
+    if n_l1:
+        notes.append(f"pairing, COMB dispersion and flagging of {n_l1} segments taken from the store's level-1 "
+                     "results (same inputs and parameters), not redone")
     na = int(np.sum(seg["allan_scans"].values > 0))
     notes.append(f"Allan variances from {na} continuous OFF/ZERO runs of >= {MIN_ALLAN_SCANS} scans")
     mj = tables["swas_segments"]["mjd"].values

@@ -88,6 +88,33 @@ def test_level1_results_in_the_store_are_set_beside(mission):
     assert any(n.startswith("level-1 results in the store for 5 of 5 segments") for n in mission["study_l1"].notes)
 
 
+REUSED = ["noise_ratio_490", "noise_ratio_550", "pairs_490", "spikes_550", "baseline_490", "comb_nlines_490",
+          "f0_490_Hz", "d1_550_Hz_per_ch", "d2_490_Hz_per_ch2", "comb_rms_550_ch"]
+
+
+def test_level1_pairs_flags_and_dispersion_are_read_not_redone(mission, monkeypatch):
+    """With level-1 results in the store (same inputs and parameters), the pairing, COMB dispersion
+    and flagging are read from its tables: the study gives the same numbers with those kernels
+    disabled, and says so; an ingested-only store still needs them."""
+    import dask
+
+    before = mission["study"].tables["swas_segments"]
+    assert set(REUSED) <= set(before.columns)
+    assert any("taken from the store's level-1 results" in n and n.startswith("pairing, COMB dispersion and "
+               "flagging of 5 segments") for n in mission["study_l1"].notes), mission["study_l1"].notes
+
+    def refuse(*a, **k):
+        raise AssertionError("recomputed a level-1 result")
+    monkeypatch.setattr(S, "pair_segment", refuse)
+    monkeypatch.setattr(S, "flag_segment", refuse)
+    with dask.config.set(scheduler="sync"):
+        again = S.study(mission["store"]).tables["swas_segments"]
+    assert list(again["segment"]) == list(before["segment"])
+    for col in REUSED:
+        np.testing.assert_allclose(again[col].values, before[col].values, rtol=1e-6, err_msg=col)
+    assert (before["pairs_490"] > 0).all()
+
+
 def test_series_kernels():
     from reduce.stability.kernels.swas_series import day_candidates, longest_run, segment_sums
 
