@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.ndimage import median_filter
-from scipy.optimize import curve_fit
 from scipy.signal import find_peaks
 
 from reduce.errors import CalibrationError
@@ -102,23 +101,83 @@ def comb_spectrum(comb_counts, zero, *, saturated=None, quality=None, params=Com
     return spec, np.any(sat, axis=0)
 
 
-def _gauss_lin(x, a, mu, s, b0, b1):
-    return a * np.exp(-0.5 * ((x - mu) / s) ** 2) + b0 + b1 * (x - mu)
+def gauss_lin(x, p):
+    """Gaussian on a linear baseline a exp(-((x-mu)/s)^2/2) + b0 + b1 (x-mu) of k windows: x (k, n)
+    [channel], p (k, 5) = (a, mu, s, b0, b1) -> (k, n)."""
+    a, mu, s, b0, b1 = (p[:, i:i + 1] for i in range(5))
+    u = (x - mu) / s
+    return a * np.exp(-0.5 * u * u) + b0 + b1 * (x - mu)
 
 
-def _fit_line(x, y, mu0, params):
-    """Gaussian + linear fit; returns (mu, mu_err, amplitude, fwhm) or None when it fails."""
+def _jac(x, p):
+    """d gauss_lin / d p, (k, n, 5)."""
+    a, mu, s, b0, b1 = (p[:, i:i + 1] for i in range(5))
+    d = x - mu
+    u = d / s
+    e = np.exp(-0.5 * u * u)
+    return np.stack([e, a * e * u / s - b1, a * e * u * u / s, np.ones_like(x), d], axis=-1)
+
+
+def fit_gauss_lin(x, y, p0, *, max_iter=300, tol=1e-10):
+    """Levenberg-Marquardt least squares of k independent Gaussian + linear fits at once (all the
+    comb lines of a spectrum in a few vectorised steps; the same minimum as scipy's curve_fit, which
+    did them one by one at ~0.35 ms each).
+
+    x, y (k, n); p0 (k, 5) = (amplitude, centre, sigma, b0, b1). Returns (p (k, 5), cov (k, 5, 5),
+    converged (k,) bool: no step improves it or it stopped moving); cov as scipy's curve_fit without sigma: inv(J^T J) x SSR / (n - 5)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    p = np.array(p0, float)
+    k, n = y.shape
+    lam = np.full(k, 1e-3)
+    r = y - gauss_lin(x, p)
+    ssr = np.sum(r * r, axis=1)
+    done = np.zeros(k, bool)
+    eye = np.eye(5)
+    for _ in range(max_iter):
+        J = _jac(x, p)
+        A = np.einsum("kni,knj->kij", J, J)
+        g = np.einsum("kni,kn->ki", J, r)
+        M = A + A * eye * lam[:, None, None] + eye * 1e-30
+        with np.errstate(all="ignore"):
+            try:
+                step = np.linalg.solve(M, g[..., None])[..., 0]
+            except np.linalg.LinAlgError:   # a degenerate window (e.g. amplitude 0)
+                step = (np.linalg.pinv(M) @ g[..., None])[..., 0]
+            pn = p + step
+            rn = y - gauss_lin(x, pn)
+            sn = np.sum(rn * rn, axis=1)
+        better = ~done & np.isfinite(sn) & (sn <= ssr)
+        small = np.all(np.abs(step) <= tol * (np.abs(pn) + tol), axis=1) | (ssr - sn <= tol * ssr)
+        p[better], r[better], ssr[better] = pn[better], rn[better], sn[better]
+        lam = np.where(better, np.maximum(lam / 10, 1e-12), np.where(done, lam, lam * 10))
+        done |= (better & small) | (lam > 1e10)
+        if done.all():
+            break
+    J = _jac(x, p)
+    A = np.einsum("kni,knj->kij", J, J)
+    cov = np.full((k, 5, 5), np.inf)
+    for i in range(k):
+        try:
+            cov[i] = np.linalg.inv(A[i]) * ssr[i] / max(n - 5, 1)
+        except np.linalg.LinAlgError:
+            pass
+    return p, cov, done
+
+
+def _fit_lines(x, y, mu0, params):
+    """Gaussian + linear fits of k line windows x, y (k, n) from the centre guesses mu0 (k,):
+    (mu, mu_err, amplitude, fwhm) arrays (k,), NaN where a fit failed (not converged, a
+    non-finite error, a negative amplitude or a centre more than 2 channels from the guess)."""
     s0 = params.fwhm_guess * FWHM_TO_SIGMA
-    b0 = 0.5 * (y[0] + y[-1])
-    p0 = [y.max() - b0, mu0, s0, b0, 0.0]
-    try:
-        p, pcov = curve_fit(_gauss_lin, x, y, p0=p0, maxfev=2000)
-    except (RuntimeError, ValueError):
-        return None
-    err = np.sqrt(np.diag(pcov))
-    if not np.all(np.isfinite(err)) or p[0] <= 0 or abs(p[1] - mu0) > 2.0:
-        return None
-    return p[1], err[1], p[0], abs(p[2]) / FWHM_TO_SIGMA
+    b0 = 0.5 * (y[:, 0] + y[:, -1])
+    p0 = np.stack([y.max(axis=1) - b0, mu0, np.full_like(mu0, s0), b0, np.zeros_like(mu0)], axis=1)
+    p, cov, ok = fit_gauss_lin(x, y, p0)
+    with np.errstate(invalid="ignore"):
+        err = np.sqrt(np.einsum("kii->ki", cov))
+        ok &= np.isfinite(err).all(axis=1) & (p[:, 0] > 0) & (np.abs(p[:, 1] - mu0) <= 2.0)
+    nan = np.full(len(mu0), np.nan)
+    return (np.where(ok, p[:, 1], nan), np.where(ok, err[:, 1], nan), np.where(ok, p[:, 0], nan),
+            np.where(ok, np.abs(p[:, 2]) / FWHM_TO_SIGMA, nan))
 
 
 def robust_noise(spectrum):
@@ -185,26 +244,28 @@ def fit_comb(spectrum, saturated=None, *, half, guess=None, params=CombParams())
     reason = np.full(k, "", dtype=object)
     hw = params.half_window
     noise = robust_noise(spec)
+    fit = []
     for i, p in enumerate(peaks):
         lo, hi = p - hw, p + hw + 1
         if lo < params.edge_margin or hi > nch - params.edge_margin:
             reason[i] = "edge"
-            continue
-        if np.any(sat[lo:hi]):
+        elif np.any(sat[lo:hi]):
             reason[i] = "saturated"
-            continue
-        x = np.arange(lo, hi, dtype=float)
-        y = spec[lo:hi]
-        mu0 = p + 0.5 * (y[hw - 1] - y[hw + 1]) / (y[hw - 1] - 2 * y[hw] + y[hw + 1] or 1.0)
-        res = _fit_line(x, y, mu0, params)
-        if res is None:
-            reason[i] = "fit failed"
-            continue
-        cen[i], err[i], amp[i], fwhm[i] = res
-        if not params.fwhm_range[0] <= fwhm[i] <= params.fwhm_range[1]:
-            reason[i] = "width"
-        elif amp[i] < params.min_snr * noise:
-            reason[i] = "faint"
+        else:
+            fit.append(i)
+    if fit:
+        x = peaks[fit, None] + np.arange(-hw, hw + 1)[None, :].astype(float)
+        y = spec[x.astype(int)]
+        denom = y[:, hw - 1] - 2 * y[:, hw] + y[:, hw + 1]
+        mu0 = peaks[fit] + 0.5 * (y[:, hw - 1] - y[:, hw + 1]) / np.where(denom == 0, 1.0, denom)
+        cen[fit], err[fit], amp[fit], fwhm[fit] = _fit_lines(x, y, mu0, params)
+        for i in fit:
+            if not np.isfinite(cen[i]):
+                reason[i] = "fit failed"
+            elif not params.fwhm_range[0] <= fwhm[i] <= params.fwhm_range[1]:
+                reason[i] = "width"
+            elif amp[i] < params.min_snr * noise:
+                reason[i] = "faint"
     used = reason == ""
     f_n = n * COMB_SPACING
     if used.sum() < params.min_lines:
