@@ -2,16 +2,29 @@
 
 API::
 
-    plan_swas(*, days=1, seed=0, start_day=1, segments_per_day=None) -> list[SegmentSpec]
-    simulate_segment(spec, *, seed) -> (HDUList, truth dict)
+    plan_swas(*, days=1, seed=0, start_day=1, segments_per_day=None, drifts=None) -> list[SegmentSpec]
+    simulate_segment(spec, *, seed, drifts=None) -> (HDUList, truth dict)
     simulate_swas(outdir, *, days=1, seed=0, start_day=1, segments_per_day=None,
-                  specs=None, client=None) -> {"files", "truth", "n_scans", "bytes"}
+                  specs=None, client=None, drifts=None) -> {"files", "truth", "n_scans", "bytes"}
+
+Mission drifts (on by default; reduce.simulate.swas_mission.MissionDrifts, ``drifts=None``: the
+defaults, ``MissionDrifts.off()``: none): the AOS gain drifts linearly over the mission
+(-2e-4 / -3e-4 per day for 490 / 550 GHz), the receiver temperature steps up (+100 / +150 K)
+from mission day 15, F0 moves with TAOS (0.3 MHz per deg C), the gain of each half fluctuates
+as a random walk within a segment (total-power Allan times 15 / 25 s for a flat passband), and
+on days 3, 13, 23, ... the plan ends the day with a segment holding 3600 continuous OFF scans.
 
 Deterministic: the RNG of a segment is ``SeedSequence([seed, day, segment])``;
 no wall-clock keyword is written, so one seed gives byte-identical files.
 
 Truth (never read by the pipeline): ``OUTDIR/swas_truth.json`` =
-``{"format": "skyreduce-swas-truth-1", "seed", "npz": "swas_truth.npz", "segments": [...]}``,
+``{"format": "skyreduce-swas-truth-1", "seed", "npz": "swas_truth.npz", "mission": {...},
+"segments": [...]}``; ``mission`` is MissionDrifts.truth() (day1_mjd, gain_scatter, t_rx_scatter,
+tsys_step_day, tsys_step_mjd, white_a_flat_s, long_off {scans, first_day, every_days}, per half
+under ``halves`` {"490","550"}: gain0_counts_per_k, gain_rate_per_day, t_rx_k, tsys_step_k,
+df0_dtaos_hz_per_c, gain_walk_q_per_s, allan_time_tp_flat_s; the models in words) plus
+``long_off_segments``: [{file, day, segment, first_scan, n_scans, white_a_s, q_per_s,
+allan_time_tp_s}] (the segments' ``long_off`` entries). ``segments`` holds
 one entry per segment with (units in the key names)
 
 - ``file``, ``day``, ``segment``, ``object``, ``mode``, ``ra_deg``, ``dec_deg``,
@@ -20,7 +33,12 @@ one entry per segment with (units in the key names)
 - ``dispersion`` {"490","550"}: ``F0_hz`` (at ``taos_ref_c``), ``D1_hz``, ``D2_hz``,
   ``dF0_dTAOS_hz_per_c``, ``taos_ref_c``; per scan
   f_IF(c) = F0 + dF0_dTAOS (TAOS - taos_ref) + D1 (c-362) + D2 (c-362)^2 (TAOS from the file);
-- ``t_rx_k``, ``tsys_k`` (= T_rx + J(2.97 K)) {"490","550"}; ``t_bg_k``; ``thot_mean_k``;
+- ``t_rx_k``, ``tsys_k`` (= T_rx + J(2.97 K)), ``tsys_step_k`` (the mission step included in
+  T_rx), ``gain0_counts_per_k`` (inner-channel mean gain at mid-segment) {"490","550"};
+  ``t_bg_k``; ``thot_mean_k``;
+- ``long_off``: null, or the continuous OFF run {first_scan, n_scans, white_a_s, q_per_s,
+  allan_time_tp_s} ({"490","550"}; T_A = sqrt(3 a / q) for the total power over channels 25..699,
+  a from this segment's passband: see reduce.simulate.swas_mission);
 - ``lines``: list of {band ("490LSB".."550USB"), species, rest_freq_hz, amp_k (as it appears
   in T_in at (0,0), DSB), v_lsr_kms, fwhm_kms}; ``continuum_k`` (DSB, in T_in at (0,0));
   ``source_fwhm_arcmin``, ``beam_fwhm_arcmin``: the source term of a scan is scaled by
@@ -55,6 +73,7 @@ from reduce.io.atomic import atomic_path
 from reduce.io.fitsio import add_checksums
 
 from reduce.simulate import swas_model as M
+from reduce.simulate.swas_mission import MissionDrifts, resolve, white_a
 from reduce.simulate.orbit import (MISSION_EPOCH_MJD, orbital_period_s, spacecraft_state,
                                    v_geocentre, v_spacecraft)
 from reduce.simulate.swas_plan import (REST_FREQ_HZ, SPECIES, SegmentSpec, catalog_entry,
@@ -62,7 +81,7 @@ from reduce.simulate.swas_plan import (REST_FREQ_HZ, SPECIES, SegmentSpec, catal
 from reduce.simulate.swas_timeline import COMB, HOT, OFF, ON, SCANTYPES, ZERO, build_timeline
 from reduce.simulate.truthio import write_npz
 
-__all__ = ["SegmentSpec", "plan_swas", "simulate_segment", "simulate_swas", "file_name"]
+__all__ = ["SegmentSpec", "MissionDrifts", "plan_swas", "simulate_segment", "simulate_swas", "file_name"]
 
 log = logging.getLogger(__name__)
 BEAM_FWHM_ARCMIN = 4.0         # (sim) SWAS beam 3.3' x 4.5'
@@ -103,9 +122,9 @@ def _housekeeping(rng, t0_mjd, t_end_s, phase):
             "IBIAS1": col(rng.uniform(0.8, 1.2), 0.002, 0.001), "IBIAS2": col(rng.uniform(0.8, 1.2), 0.002, 0.001)}
 
 
-def _artefacts(spec, rng, stype, n):
-    """Spike list [(scan, half, chan, counts)] and excursion list."""
-    sky = np.flatnonzero(np.isin(stype, (ON, OFF)))
+def _artefacts(spec, rng, stype, n, long_off):
+    """Spike list [(scan, half, chan, counts)] and excursion list (none in the long OFF block)."""
+    sky = np.flatnonzero(np.isin(stype, (ON, OFF)) & ~long_off)
     n_sp = spec.n_spikes if spec.n_spikes is not None else n // 150 + 1
     spikes = [(int(rng.choice(sky)), str(rng.choice(M.HALVES)), int(rng.integers(30, M.NCHAN - 30)),
                float(rng.uniform(300, 3000))) for _ in range(n_sp)]
@@ -123,9 +142,11 @@ def _render_half(h, ctx, rng):
     lo = M.lo_frequency(h, ctx["spec"].lo_shift_kms)
     disp = ctx["disp"][h]
     fif = M.if_frequency(disp, ctx["taos"])
-    t_rx = rng.uniform(2000, 2600) if h == "490" else rng.uniform(2300, 3000)
-    gp = M.passband(rng, ctx["t_s"][-1])
-    g = M.gain(gp, ctx["t_s"], ctx["t_mid"])
+    mission = ctx["mission"]
+    t_rx = mission.t_rx(h, ctx["spec"].day, rng)
+    g0 = mission.gain0(h, ctx["t0"] + ctx["t_mid"] / 86400.0, rng)
+    gp = M.passband(rng, ctx["t_s"][-1], g0)
+    g = M.gain(gp, ctx["t_s"], ctx["t_mid"], ctx["walk"][h])
     z = M.zero_level(rng)
     j_bg = M.planck_j(M.T_BG_K, lo)
     t_in = np.full((n, M.NCHAN), j_bg)
@@ -158,12 +179,12 @@ def _render_half(h, ctx, rng):
     cont = z_r + g_r * tbar * (1 + rng.standard_normal(n) / np.sqrt(M.CONT_BW_HZ * tl["inttime"]))
     cont[zero] = z_r + 0.5 * rng.standard_normal(zero.sum())
     counts = np.clip(counts, 0.0, M.SATURATION)
-    truth = {"lo": lo, "t_rx": float(t_rx), "tsys": float(tsys),
+    truth = {"lo": lo, "t_rx": float(t_rx), "tsys": float(tsys), "g0": g0,
              "gain_mid": M.gain(gp, np.array([ctx["t_mid"]]), ctx["t_mid"])[0], "zero": z}
     return counts, cont, truth
 
 
-def _context(spec, ss):
+def _context(spec, ss, mission):
     """Draw the segment's timeline, orbit, Doppler and instrument state."""
     r_tl, r_pt, r_inst, r_art = (np.random.default_rng(s) for s in ss.spawn(4))
     tl = build_timeline(spec, r_tl)
@@ -180,7 +201,7 @@ def _context(spec, ss):
     taos = r_inst.uniform(18.0, 22.0) + 0.4 * np.sin(orb_phase + r_inst.uniform(0, 2 * np.pi))
     thot = (r_inst.uniform(275.0, 290.0) + 0.3 * np.sin(orb_phase + r_inst.uniform(0, 2 * np.pi))
             + r_inst.normal(0, 0.2) * (t_s - t_s.mean()) / 1800.0)
-    disp = M.draw_dispersion(r_inst)
+    disp = M.draw_dispersion(r_inst, mission.df0_dtaos_hz_per_c)
     comb = {h: M.draw_comb_amps(r_inst, disp[h]) for h in M.HALVES}
     ripple = None
     if spec.mode in ("CHOP", "CHOP_NOD"):
@@ -190,8 +211,8 @@ def _context(spec, ss):
     if tl["gap"]:
         gaps.append(dict(tl["gap"], hysteresis_frac=float(r_inst.uniform(0.02, 0.05)),
                          tau_s=float(r_inst.uniform(20.0, 30.0))))
-    spikes, excursions = _artefacts(spec, r_art, tl["stype"], len(t_s))
-    return {"spec": spec, "tl": tl, "t0": t0, "t_s": t_s, "t_mid": float(t_s.mean()), "mjd": mjd,
+    spikes, excursions = _artefacts(spec, r_art, tl["stype"], len(t_s), tl["long_off"])
+    return {"spec": spec, "mission": mission, "tl": tl, "t0": t0, "t_s": t_s, "t_mid": float(t_s.mean()), "mjd": mjd,
             "pos": pos, "vel": vel, "v_sc": v_spacecraft(vel, spec.ra, spec.dec),
             "v_geo": v_geocentre(mjd, spec.ra, spec.dec), "dl": dl, "db": db, "ra": ra, "dec": dec,
             "coupling": coupling, "taos": taos, "thot": thot, "disp": disp, "comb": comb, "ripple": ripple,
@@ -251,10 +272,14 @@ def _hk_hdu(hk):
     return fits.BinTableHDU.from_columns(cols, name="HK")
 
 
-def simulate_segment(spec: SegmentSpec, *, seed: int):
-    """One segment as an in-memory HDUList and its truth dict (arrays under ``"arrays"``)."""
-    ctx = _context(spec, np.random.SeedSequence([seed, spec.day, spec.segment]))
+def simulate_segment(spec: SegmentSpec, *, seed: int, drifts=None):
+    """One segment as an in-memory HDUList and its truth dict (arrays under ``"arrays"``);
+    ``drifts``: the mission model (reduce.simulate.swas_mission; None: the defaults)."""
+    mission = resolve(drifts)
+    ctx = _context(spec, np.random.SeedSequence([seed, spec.day, spec.segment]), mission)
     n = len(ctx["t_s"])
+    ctx["walk"] = {h: mission.gain_walk(h, ctx["t_s"], ctx["t_mid"], np.random.default_rng(
+        np.random.SeedSequence([seed, spec.day, spec.segment, 1 + k, 100]))) for k, h in enumerate(M.HALVES)}
     halves, conts, truths = {}, [], {}
     for k, h in enumerate(M.HALVES):
         rng = np.random.default_rng(np.random.SeedSequence([seed, spec.day, spec.segment, 1 + k]))
@@ -287,7 +312,9 @@ def _truth(spec, ctx, truths, lofreq, sat):
          "object": spec.object, "mode": spec.mode, "ra_deg": spec.ra, "dec_deg": spec.dec,
          "vsource_kms": spec.vsource, "lo_shift_kms": spec.lo_shift_kms, "start_mjd": float(ctx["mjd"][0]),
          "n_scans": len(ctx["t_s"]), "end_cal": tl["end_cal"], "lofreq_hz": lofreq, "dispersion": ctx["disp"],
-         "t_rx_k": {h: truths[h]["t_rx"] for h in M.HALVES}, "tsys_k": {h: truths[h]["tsys"] for h in M.HALVES},
+         "t_rx_k": {h: truths[h]["t_rx"] for h in M.HALVES},
+         "tsys_step_k": {h: ctx["mission"].step_k(h, spec.day) for h in M.HALVES},
+         "gain0_counts_per_k": {h: truths[h]["g0"] for h in M.HALVES}, "tsys_k": {h: truths[h]["tsys"] for h in M.HALVES},
          "t_bg_k": M.T_BG_K, "thot_mean_k": float(ctx["thot"].mean()), "lines": line_list,
          "continuum_k": ctx["cont"], "source_fwhm_arcmin": ctx["size"], "beam_fwhm_arcmin": BEAM_FWHM_ARCMIN,
          "nod_offset_arcmin": list(tl["nod_offset"]), "chop_offset_arcmin": list(tl["chop_offset"]),
@@ -300,6 +327,15 @@ def _truth(spec, ctx, truths, lofreq, sat):
                           "first_scan_after": g["first_scan_after"], "hysteresis_frac": g["hysteresis_frac"],
                           "tau_s": g["tau_s"]} for g in ctx["gaps"]],
          "lost_reads": tl["lost"].tolist(), "noise_bandwidth_hz": M.NOISE_BW_HZ}
+    run = np.flatnonzero(tl["long_off"])
+    t["long_off"] = None
+    if run.size:
+        mission = ctx["mission"]
+        a = {h: white_a(truths[h]["gain_mid"]) for h in M.HALVES}
+        q = {h: mission.q_per_s(h) for h in M.HALVES}
+        t["long_off"] = {"first_scan": int(run[0]), "n_scans": int(run.size), "white_a_s": a, "q_per_s": q,
+                         "allan_time_tp_s": {h: float(np.sqrt(3 * a[h] / q[h])) if q[h] > 0 else None
+                                             for h in M.HALVES}}
     if spec.mode == "MAP":
         from reduce.simulate.swas_timeline import map_positions
         t["map_grid_arcmin"] = map_positions(spec).tolist()
@@ -315,9 +351,9 @@ def _atomic_write(path, writer):
         writer(tmp)
 
 
-def _make_and_write(spec, seed, outdir):
+def _make_and_write(spec, seed, outdir, drifts=None):
     """Generate one segment, write it atomically; return (name, bytes, truth)."""
-    hdul, truth = simulate_segment(spec, seed=seed)
+    hdul, truth = simulate_segment(spec, seed=seed, drifts=drifts)
     path = Path(outdir) / truth["file"]
     _atomic_write(path, lambda p: add_checksums(hdul).writeto(p))  # with CHECKSUM and DATASUM (ICD 1.1)
     return truth["file"], path.stat().st_size, truth
@@ -340,24 +376,28 @@ def _jsonable(x):
 
 
 def simulate_swas(outdir, *, days=1, seed=0, start_day=1, segments_per_day=None, specs=None, client=None,
-                  progress=False):
+                  progress=False, drifts=None):
     """Write the segments of a plan (or ``specs``) and the truth files into ``outdir``.
 
     With a ``distributed.Client`` one task per segment runs on the cluster (the
     workers write the FITS files, so ``outdir`` must be on a shared file system);
-    without one, serially.  Returns {"files", "truth", "n_scans", "bytes"}.
+    without one, serially.  ``drifts``: the mission model (reduce.simulate.swas_mission.MissionDrifts;
+    None: the defaults; ``MissionDrifts.off()`` or False: none).  Returns {"files", "truth",
+    "n_scans", "bytes"}.
     """
+    mission = resolve(drifts)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     if specs is None:
-        specs = plan_swas(days=days, seed=seed, start_day=start_day, segments_per_day=segments_per_day)
+        specs = plan_swas(days=days, seed=seed, start_day=start_day, segments_per_day=segments_per_day,
+                          drifts=mission)
     names = [file_name(s.day, s.segment) for s in specs]
     if len(set(names)) != len(names):
         raise ValueError("simulate_swas: specs contain duplicate (day, segment) pairs")
     if client is None:
-        results = [_make_and_write(s, seed, str(outdir)) for s in specs]
+        results = [_make_and_write(s, seed, str(outdir), mission) for s in specs]
     else:
-        futures = client.map(_make_and_write, specs, seed=seed, outdir=str(outdir), pure=False)
+        futures = client.map(_make_and_write, specs, seed=seed, outdir=str(outdir), drifts=mission, pure=False)
         if progress and futures:
             from ..progress import Progress, track
             with Progress(f"simulating SWAS into {outdir}", len(futures), unit="segments") as bar:
@@ -371,7 +411,11 @@ def simulate_swas(outdir, *, days=1, seed=0, start_day=1, segments_per_day=None,
             arrays[f"{stem}.{k}"] = np.asarray(v)
         truth["npz_keys"] = sorted(k.split(".", 1)[1] for k in arrays if k.startswith(stem + "."))
         segs.append(_jsonable(truth))
-    doc = {"format": "skyreduce-swas-truth-1", "seed": seed, "npz": "swas_truth.npz", "segments": segs}
+    block = mission.truth()
+    block["long_off_segments"] = [{"file": t["file"], "day": t["day"], "segment": t["segment"], **t["long_off"]}
+                                  for t in segs if t.get("long_off")]
+    doc = {"format": "skyreduce-swas-truth-1", "seed": seed, "npz": "swas_truth.npz", "mission": block,
+           "segments": segs}
     truth_path = outdir / "swas_truth.json"
     _atomic_write(truth_path, lambda p: p.write_text(json.dumps(doc, indent=1)))
     _atomic_write(outdir / "swas_truth.npz", lambda p: write_npz(p, arrays))

@@ -41,12 +41,12 @@ def lo_frequency(half, lo_shift_kms):
     return LO_NOMINAL_HZ[half] * (1.0 - lo_shift_kms / C_KMS)
 
 
-def draw_dispersion(rng):
-    """Per-segment (F0 at TAOS_REF_C, D1, D2) per half, Hz."""
+def draw_dispersion(rng, df0_dtaos_hz=DF0_DTAOS_HZ):
+    """Per-segment (F0 at TAOS_REF_C, D1, D2) per half, Hz; F0 moves by ``df0_dtaos_hz`` per deg C."""
     return {h: {"F0_hz": F0_NOMINAL_HZ[h] + rng.normal(0, 0.5e6),
                 "D1_hz": D1_NOMINAL_HZ * (1 + rng.normal(0, 0.003)),
                 "D2_hz": D2_NOMINAL_HZ * (1 + rng.normal(0, 0.1)),
-                "dF0_dTAOS_hz_per_c": DF0_DTAOS_HZ, "taos_ref_c": TAOS_REF_C} for h in HALVES}
+                "dF0_dTAOS_hz_per_c": float(df0_dtaos_hz), "taos_ref_c": TAOS_REF_C} for h in HALVES}
 
 
 def if_frequency(disp, taos_c):
@@ -92,24 +92,26 @@ def draw_comb_amps(rng, disp):
     return {int(n): float(a) for n, a in zip(teeth, amps)}
 
 
-def passband(rng, n_t):
-    """Passband parameters of one half (counts/K); evaluated by :func:`gain`."""
-    return {"g0": rng.uniform(7.0, 9.0), "tilt": rng.normal(0, 0.05), "curv": rng.normal(0, 0.05),
+def passband(rng, n_t, g0):
+    """Passband parameters of one half (``g0``: counts/K, the inner-channel mean gain at mid-segment,
+    from reduce.simulate.swas_mission); evaluated by :func:`gain`."""
+    return {"g0": float(g0), "tilt": rng.normal(0, 0.05), "curv": rng.normal(0, 0.05),
             "ripple_amp": rng.uniform(0.01, 0.02), "ripple_period_ch": rng.uniform(25, 60),
-            "ripple_phase": rng.uniform(0, 2 * np.pi), "ripple_rate": rng.uniform(-0.2, 0.2) / max(n_t, 1.0),
-            "drift1": rng.normal(0, 0.002), "drift2": rng.normal(0, 0.001)}
+            "ripple_phase": rng.uniform(0, 2 * np.pi), "ripple_rate": rng.uniform(-0.2, 0.2) / max(n_t, 1.0)}
 
 
-def gain(p, t_s, t_mid):
-    """G(c, t) in counts/K, shape (n, 725): smooth shape, edge roll-off, slowly moving ripple, drift."""
+def gain(p, t_s, t_mid, walk=None):
+    """G(c, t) in counts/K, shape (n, 725): smooth shape with edge roll-off (normalised to mean 1
+    over the inner channels 25..699, so that g0 is their mean gain), a slowly moving ripple, and
+    the relative gain fluctuation 1 + ``walk`` (n,) (None: 0; reduce.simulate.swas_mission)."""
     x = (np.arange(NCHAN) - CREF) / CREF
     shape = (1 - 0.35 * x**8) * (1 + p["tilt"] * x + p["curv"] * x**2)
-    tau = (np.asarray(t_s) - t_mid) / 1800.0
+    shape = shape / shape[25:NCHAN - 25].mean()
     phase = p["ripple_phase"] + p["ripple_rate"] * (np.asarray(t_s) - t_mid)
     rip = 1 + p["ripple_amp"] * np.sin(2 * np.pi * np.arange(NCHAN)[None, :] / p["ripple_period_ch"]
                                        + phase[:, None])
-    drift = 1 + p["drift1"] * tau + p["drift2"] * tau**2
-    return p["g0"] * shape[None, :] * rip * drift[:, None]
+    fluct = 1.0 if walk is None else (1.0 + np.asarray(walk, dtype=float))[:, None]
+    return p["g0"] * shape[None, :] * rip * fluct
 
 
 def zero_level(rng):

@@ -4,7 +4,9 @@ A :class:`SegmentSpec` holds everything needed to make one level-0.5 segment
 deterministically (with a seed).  :func:`plan_swas` lays out days of segments:
 each day follows a 12-segment template (every mode, the PLANCAL special mode,
 a ground-support gap, LO-shifted and path-unsafe target names), rotated and
-jittered per day.
+jittered per day; on the long-OFF days of the mission model
+(reduce.simulate.swas_mission: days 3, 13, 23, ... by default) the last segment
+of the day is a NOD segment ending in a two-hour continuous OFF block.
 """
 
 import logging
@@ -61,6 +63,7 @@ class SegmentSpec:
     n_spikes: int | None = None
     n_excursions: int | None = None
     n_lost: int | None = None
+    long_off_scans: int = 0             # one continuous OFF block after the science scans (Allan runs)
 
 
 # name -> (ra, dec, vsource, continuum_K, source_fwhm_arcmin, lines); lines as in SegmentSpec
@@ -134,22 +137,35 @@ def make_spec(day, segment, obj, mode, n_scans, *, lo_shift_kms=0.0, start_s=Non
                        n_scans=int(n_scans), lo_shift_kms=lo_shift_kms, start_s=start_s, **kw)
 
 
-def plan_swas(*, days=1, seed=0, start_day=1, segments_per_day=None):
+LONG_OFF_SCIENCE_SCANS = 300   #: NOD science scans of a long-OFF segment before its OFF block
+
+
+def plan_swas(*, days=1, seed=0, start_day=1, segments_per_day=None, drifts=None):
     """Segment specs for ``days`` mission days from ``start_day``.
 
     Each day runs the 12-entry DAY_TEMPLATE (rotated by day, repeated or cut to
     ``segments_per_day``, default 12); the first day of a plan keeps the template
     order and sizes, later days jitter n_scans by +-20 %.  Segments follow each
-    other with 5 min pauses and always fit in the day.
+    other with 5 min pauses and always fit in the day.  On a long-OFF day of the
+    mission model ``drifts`` (reduce.simulate.swas_mission.MissionDrifts; None: the
+    defaults) the last segment is a W3(OH) NOD segment of LONG_OFF_SCIENCE_SCANS
+    science scans followed by ``long_off_scans`` continuous OFF scans, and the
+    other segments share the rest of the day.
     """
+    from reduce.simulate.swas_mission import resolve
+    mission = resolve(drifts)
     n_seg = len(DAY_TEMPLATE) if segments_per_day is None else int(segments_per_day)
     specs = []
     for day in range(start_day, start_day + days):
         rng = np.random.default_rng(np.random.SeedSequence([seed, day, 0]))
         rot = (day - start_day) % len(DAY_TEMPLATE)
-        slot = 86400.0 / n_seg                      # seconds available per segment
+        long_off = mission.is_long_off_day(day)
+        n_long = LONG_OFF_SCIENCE_SCANS + mission.long_off_scans + 30   # + CAL, COMB, ZERO scans
+        n_short = n_seg - 1 if long_off else n_seg
+        free = 86400.0 - ((2.0 * n_long + 1000.0) if long_off else 0.0)
+        slot = free / max(n_short, 1)               # seconds available per segment
         t = 300.0
-        for k in range(n_seg):
+        for k in range(n_short):
             obj, mode, n, shift, gap = DAY_TEMPLATE[(k + rot) % len(DAY_TEMPLATE)]
             if day != start_day:
                 n = int(n * rng.uniform(0.8, 1.2))
@@ -158,6 +174,9 @@ def plan_swas(*, days=1, seed=0, start_day=1, segments_per_day=None):
             specs.append(make_spec(day, k + 1, obj, mode, n, lo_shift_kms=shift,
                                    ground_gap=gap, start_s=t))
             t += 2.0 * n + 300.0 + (300.0 if gap else 0.0)
+        if long_off:
+            specs.append(make_spec(day, n_seg, "W3(OH)", "NOD", n_long, start_s=t,
+                                   long_off_scans=mission.long_off_scans))
     return specs
 
 

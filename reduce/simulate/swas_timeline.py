@@ -83,8 +83,11 @@ def build_timeline(spec, rng):
     ``dlam``/``dbet`` (commanded offsets, arcmin), ``beam1`` (bool, chop standing
     wave), ``settle`` (bool, QUALITY bit 4), ``lag_dlam``/``lag_dbet`` (extra
     pointing error of unsettled scans), ``t_s`` (mid times, s), ``inttime`` (s),
-    plus ``gap`` (None or dict: first_scan_after, start_s, end_s) and the
-    offsets ``nod_offset``/``chop_offset`` used.
+    plus ``gap`` (None or dict: first_scan_after, start_s, end_s), the
+    offsets ``nod_offset``/``chop_offset`` used and ``long_off`` (bool): the
+    ``spec.long_off_scans`` continuous OFF scans at the nod position that follow
+    the science scans (no ZERO, COMB or lost read inside; the simulator puts no
+    spike or baseline excursion there either).
     """
     pa = rng.uniform(0, 2 * np.pi)
     off = (NOD_THROW_ARCMIN * np.sin(pa), NOD_THROW_ARCMIN * np.cos(pa))
@@ -94,7 +97,8 @@ def build_timeline(spec, rng):
     head = (cal if spec.with_cal else []) + (comb if spec.with_comb else [])
     end_cal = spec.end_cal if spec.end_cal is not None else bool(rng.random() < 0.75)
     tail = (comb[:1] if spec.with_comb else []) + (cal if (spec.with_cal and end_cal) else [])
-    n_mid = spec.n_scans - len(head) - len(tail)
+    n_long = int(spec.long_off_scans)
+    n_mid = spec.n_scans - len(head) - len(tail) - n_long
     n_zero_ev = (max(1, n_mid // 300) + int(rng.integers(0, 2))) if spec.with_zero else 0
     n_comb_mid = 2 if (spec.with_comb and n_mid > 400) else 0
     n_sci = n_mid - 2 * n_zero_ev - n_comb_mid
@@ -109,7 +113,10 @@ def build_timeline(spec, rng):
     for p, kind in inserts:
         prev = sci[p - 1]
         sci[p:p] = [(kind, prev[1], prev[2], False, prev[4], prev[5])] * 2
-    rows = head + sci + tail
+    long_block = [(OFF, off[0], off[1], False, off[0], off[1])] * n_long
+    rows = head + sci + long_block + tail
+    long_off = np.zeros(len(rows), bool)
+    long_off[len(head) + len(sci): len(head) + len(sci) + n_long] = True
     stype = np.array([r[0] for r in rows], dtype=np.int8)
     dl = np.array([r[1] for r in rows]); db = np.array([r[2] for r in rows])
     beam1 = np.array([r[3] for r in rows]); body = np.array([(r[4], r[5]) for r in rows])
@@ -129,9 +136,9 @@ def build_timeline(spec, rng):
                "end_s": float(t_s[g] - SCAN_S / 2)}
     inttime = np.full(len(rows), SCAN_S)
     n_lost = spec.n_lost if spec.n_lost is not None else max(1, spec.n_scans // 250)
-    cand = np.flatnonzero(np.isin(stype, (ON, OFF)))
+    cand = np.flatnonzero(np.isin(stype, (ON, OFF)) & ~long_off)
     lost = np.sort(rng.choice(cand, min(n_lost, len(cand)), replace=False))
     inttime[lost] = SCAN_S - 0.01 * rng.integers(1, 140, len(lost))
     return {"stype": stype, "dlam": dl, "dbet": db, "beam1": beam1, "settle": settle,
             "lag_dlam": lag[:, 0], "lag_dbet": lag[:, 1], "t_s": t_s, "inttime": inttime,
-            "lost": lost, "gap": gap, "nod_offset": off, "chop_offset": chop, "end_cal": end_cal}
+            "lost": lost, "gap": gap, "long_off": long_off, "nod_offset": off, "chop_offset": chop, "end_cal": end_cal}
