@@ -29,6 +29,8 @@ def _cluster_parent():
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cluster.options import _positive_int
+
     parent = _cluster_parent()
     parser = argparse.ArgumentParser(prog="skyreduce", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"skyreduce {__version__}")
@@ -42,9 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start-day", type=int, default=1, help="first mission day (day 1 = 1998-11-01)")
     p.add_argument("--segments-per-day", type=int, default=None)
+    p.add_argument("--tsys-step-day", type=_positive_int, default=None, metavar="D",
+                   help="mission day (>= 1) from which the receiver temperatures step up (default 15; "
+                        "reduce.simulate.swas_mission)")
+    p.add_argument("--no-drifts", action="store_true",
+                   help="no mission drifts (gain drift, Tsys step, gain fluctuations)")
     p = sim.add_parser("mips", parents=[parent], help="Spitzer MIPS raw DCE files and calibration files")
     p.add_argument("outdir", type=Path)
     p.add_argument("--aors", type=int, default=2, help="observation requests to simulate (default 2)")
+    p.add_argument("--start-mjd", type=float, default=53500.0, metavar="MJD",
+                   help="start of the first AOR (default 53500; the simulated drifts start at MJD 53750)")
+    p.add_argument("--span-days", type=float, default=0.0, metavar="DAYS",
+                   help="spread the AORs evenly over this many days (default: 0.1 day apart)")
     p.add_argument("--sed-aors", type=int, default=1, metavar="N",
                    help="SED-mode observation requests to simulate (default 1; AORKEYs 40000000 and up)")
     p.add_argument("--seed", type=int, default=0)
@@ -173,16 +184,23 @@ def _simulate(args, client, instrument=None, outdir=None):
     outdir = outdir or args.outdir
     if instrument == "swas":
         from .simulate.swas import simulate_swas
+        from .simulate.swas_mission import MissionDrifts
+        drifts = MissionDrifts.off() if getattr(args, "no_drifts", False) else MissionDrifts()
+        if getattr(args, "tsys_step_day", None) is not None:
+            drifts = drifts.with_(tsys_step_day=args.tsys_step_day)
         result = simulate_swas(outdir, days=getattr(args, "days", 1), seed=args.seed,
                                start_day=getattr(args, "start_day", 1),
                                segments_per_day=getattr(args, "segments_per_day", None), client=client,
-                               progress=not args.quiet)
+                               progress=not args.quiet, drifts=drifts)
     else:
         from .simulate.mips import simulate_mips
         from .simulate.mips_sed import plan_sed
         sed_specs = plan_sed(getattr(args, "sed_aors", 1), seed=args.seed)  # the demo: one SED AOR
-        result = simulate_mips(outdir, aors=getattr(args, "aors", 2), seed=args.seed, client=client,
-                               progress=not args.quiet, sed_specs=sed_specs)
+        from .simulate.mips import plan_mips
+        specs = plan_mips(aors=getattr(args, "aors", 2), seed=args.seed, start_mjd=getattr(args, "start_mjd", 53500.0),
+                          span_days=getattr(args, "span_days", 0.0))
+        result = simulate_mips(outdir, seed=args.seed, specs=specs, client=client, progress=not args.quiet,
+                               sed_specs=sed_specs)
     mb = result.get("bytes", 0) / 1e6
     print(f"simulated {instrument.upper()}: {len(result['files'])} level-0 files ({mb:.1f} MB) in {outdir}")
     print(f"  truth: {result['truth']}")
@@ -319,7 +337,7 @@ def _trend(args):
         from .stability.mips import study
     with connect_from_args(args) as client:
         result = study(args.store, start=when["start"], stop=when["stop"], client=client)
-    paths = write_study(result, args.out)
+        paths = write_study(result, args.out, client=client)
     for line in result.problems:
         print(f"problem: {line}", file=sys.stderr)
     rows = ", ".join(f"{name} {len(df)} rows" for name, df in result.tables.items())

@@ -60,11 +60,15 @@ files are the exact detector truth (flat, dark, nonlin, STIMAMP, FLUXCONV, GAIN,
   sigma of the threshold may go either way; truth K_sat is the on-board flag).
   CRs (2e-4 per pixel per s, lognormal median 300 DN, sim) add a step to the ramp.
 - 70/160 um: r = resp(t)*(flux/FLUXCONV*flat + STIMFLSH*STIMAMP) + dark; resp(t) =
-  1 + RESP_AMP*sin(2 pi (MJD - 53000)/RESP_PERIOD + phase_chnl) (sim: 4 %, 6 h period, i.e.
-  up to ~4 %/h); STIMAMP ~3000 DN/s (sim) over the whole DCE; stim flashes in DCEs with
+  1 + RESP_AMP*sin(2 pi (MJD - 53000)/RESP_PERIOD + phase_chnl) + RESP_DRIFT*max(MJD - 53750, 0)
+  + RESP_JUMP*H(MJD - 53800) (sim: 4 %, 6 h period, i.e. up to ~4 %/h; from MJD 53750 a mission
+  drift of -0.5 % per 100 days, and a +3 % jump at MJD 53800.0; mips_dce.responsivity);
+  STIMAMP ~3000 DN/s (sim) over the whole DCE; stim flashes in DCEs with
   index % stim_every == 1 (auto: every ~60 s of data); reads = bias + g(L) + read noise,
   rounded, clipped at SATLEVEL = 32767; L = linear charge since the first read (Poisson),
-  g = inverse of the _nonlin cubic; bias = -28000 + N(0, 300) DN per pixel and DCE (sim);
+  g = inverse of the _nonlin cubic; bias = -28000 + ZERO_DRIFT*max(MJD - 53750, 0) + N(0, 300) DN
+  per pixel and DCE (sim; zero-level mission drift from MJD 53750: +0.5 DN/day at 70 um, +0.3 at
+  160 um, mips_dce.zero_drift; before MJD 53750, where the tests observe, no drift);
   CRs (1/60 per pixel per s, lognormal median 80 DN, sim) add a step, and 30 % of them
   raise the pixel's photon responsivity by 2-10 % for the rest of the DCE (sim);
   EXPTIME = NREADS*0.131072 s. Bright sources (one per field: 0.5/15/20 Jy) saturate
@@ -77,12 +81,16 @@ Truth JSON (``mips_truth.json``): {"format": "skyreduce-mips-truth-1", "seed", "
 clouds, gradients}, "movers": {model, ra, dec, mjd0, rate_east, rate_north, flux*, aorkey}}
 (mips_sky.Sky; mips_sky.sky_of(truth) rebuilds it),
 "leg_offsets": {aorkey: {chnl: [MJy/sr per EXPID]}} (MipsScan AORs, chnl 2 and 3),
-"responsivity": {"model", "amp", "period_d", "mjd0", "phase": {chnl: rad}},
+"responsivity": {"model", "amp", "period_d", "mjd0", "phase": {chnl: rad}, "drift_per_day",
+"mission_mjd0", "jump", "jump_mjd"}, "zero_level": {"model", "bias": {chnl: DN},
+"drift_dn_per_day": {chnl: DN/day}, "mission_mjd0", "pixel_sigma_dn"} (mips_dce.mission_truth),
+"si": {"droop", "jailbar", "jbthresh"} (the 24 um droop coefficient and jailbar amplitude, constant),
 "arrays": {chnl: {band_um, pointing_sigma_arcsec, settle_sigma_arcsec_per_axis, fwhm_arcsec,
 cr_rate_per_pixel_s}}, "aors": [AorSpec fields],
 "dces": [one entry per raw file: file, chnl, aorkey, expid, dcenum, index, mjd, ra, dec, pa
 (true array-centre pointing), ra_ref, dec_ref, ra_rqst, dec_rqst, exptime, nreads, stim,
-resp, droop [DN/s], jailbar [DN/s], n_sat, crs [{read, y, x, amp [DN], dresp; 24 um also
+resp, droop [DN/s], jailbar [DN/s], zero_level [DN, Ge: mean first-read level incl. drift],
+n_sat, crs [{read, y, x, amp [DN], dresp; 24 um also
 dslope [DN/s] = slope increase}], leg_offset [MJy/sr, added to the sky signal; 0 but for
 70/160 um scan maps], movers [{id (index in sky.movers), ra, dec, x, y (0-based pixel, true
 pointing)} of the moving objects whose centre is on the array],
@@ -114,13 +122,13 @@ from astropy.time import Time
 from ..io.atomic import atomic_path, atomic_write_text
 
 from . import mips_detector as det
-from .mips_cal import (ARRAYS, GE_NREADS, MIPS_SECOND, PM_NOISY, NOISY_FACTOR, READTIME_GE,
+from .mips_cal import (ARRAYS, DROOP, GE_NREADS, JAILBAR, JBTHRESH, MIPS_SECOND, PM_NOISY, NOISY_FACTOR, READTIME_GE,
                        SAMPTIME_SI, array_wcs, atomic_writeto, load_calibration,
                        write_calibration)
 from .mips_sky import (BACKGROUND, GRADIENT_KEYS, MOVER_KEYS, _offset, _sep_arcsec, make_sky,
                        mover_position, render)
-from .mips_dce import (RESP_AMP, RESP_MJD0, RESP_PERIOD, SCLK_EPOCH, SETTLE_SIGMA, _header, _resp_phase,
-                       responsivity)
+from .mips_dce import (BIAS_SIGMA, SCLK_EPOCH, SETTLE_SIGMA, _header, mission_truth, responsivity,
+                       zero_drift)
 from .truthio import zip_array
 
 log = logging.getLogger(__name__)
@@ -161,12 +169,16 @@ class AorSpec:
     n_sources: int = 0  # catalogue sources in the AOR's field; 0: auto (see _fields)
 
 
-def plan_mips(*, aors=2, seed=0, scan_dces=30, scan_legs=2, scan_arrays=(1, 2, 3)) -> list[AorSpec]:
-    """``aors`` small AORs alternating MipsPhot and MipsScan, about 2 h apart (sim targets).
+def plan_mips(*, aors=2, seed=0, scan_dces=30, scan_legs=2, scan_arrays=(1, 2, 3), start_mjd=53500.0,
+              span_days=0.0) -> list[AorSpec]:
+    """``aors`` small AORs alternating MipsPhot and MipsScan from ``start_mjd``, about 2 h apart,
+    or spread evenly over ``span_days`` days when that is larger (a mission whose drifts, jump and
+    zero-level drift of mips_dce show: they start at MISSION_MJD0 = 53750) (sim targets).
 
     MipsScan AORs get ``scan_dces`` DCEs per array in ``scan_legs`` legs with ``scan_arrays``
     (the defaults give the historical plan; the random draws do not depend on them)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    step = max(0.1, float(span_days) / max(aors - 1, 1))
     specs = []
     for i in range(aors):
         phot = i % 2 == 0
@@ -174,7 +186,7 @@ def plan_mips(*, aors=2, seed=0, scan_dces=30, scan_legs=2, scan_arrays=(1, 2, 3
             aorkey=10_000_000 + 1000 * i + int(rng.integers(0, 1000)),
             aot_type="MipsPhot" if phot else "MipsScan",
             object=f"SIMFIELD-{i + 1}", ra=float(rng.uniform(0, 360)),
-            dec=float(rng.uniform(-60, 60)), start_mjd=53500.0 + 0.1 * i,
+            dec=float(rng.uniform(-60, 60)), start_mjd=float(start_mjd) + step * i,
             n_dce=24 if phot else scan_dces, pa=float(rng.uniform(0, 360)),
             overhead=1.0 if phot else 0.3, **({} if phot else
                                               {"n_legs": scan_legs, "arrays": tuple(scan_arrays)})))
@@ -299,7 +311,8 @@ def simulate_dce(aor: AorSpec, chnlnum: int, index: int, *, cal, sky, seed):
     else:
         stim = bool(plan["stim"][index])
         resp = float(responsivity(chnlnum, mjd, seed=seed))
-        data, extra = _ge(aor, chnlnum, c, sky_rate, rdn, r_noise, r_cr, resp, stim)
+        data, extra = _ge(aor, chnlnum, c, sky_rate, rdn, r_noise, r_cr, resp, stim,
+                          zero=float(zero_drift(chnlnum, mjd)))
     extra["arrays"]["flux"] = flux.astype(np.float32)
     tr.update(extra)
     hdr = _header(aor, chnlnum, index, plan, tr, c)
@@ -344,16 +357,17 @@ def _si(aor, c, sky_rate, rdn, r_noise, r_cr):
     return np.stack([slope, diff]), extra
 
 
-def _ge(aor, chnl, c, sky_rate, rdn, r_noise, r_cr, resp, stim):
+def _ge(aor, chnl, c, sky_rate, rdn, r_noise, r_cr, resp, stim, *, zero=0.0):
     nr = nreads_ge(aor)
     photon = resp * (sky_rate + (c["stimamp"] if stim else 0.0))
     crs = det.draw_crs(r_cr, photon.shape, nr, nr * READTIME_GE, det.CR_RATE_GE, det.CR_AMP_GE,
                        resp_change=True)
-    bias = ARRAYS[chnl].bias + r_noise.normal(0, 300.0, photon.shape)
+    bias = ARRAYS[chnl].bias + zero + r_noise.normal(0, BIAS_SIGMA, photon.shape)
     reads, first = det.ge_ramp(r_noise, photon, c["dark"], rdn, bias, c["nonlin"], crs, nreads=nr,
                                readtime=READTIME_GE, gain=c["gain"], satlevel=c["satlevel"])
     extra = {"exptime": nr * READTIME_GE, "nreads": nr, "stim": stim, "resp": resp,
-             "droop": 0.0, "jailbar": 0.0, "n_sat": int((first < nr).sum()), "crs": crs,
+             "droop": 0.0, "jailbar": 0.0, "zero_level": ARRAYS[chnl].bias + zero,
+             "n_sat": int((first < nr).sum()), "crs": crs,
              "arrays": {"rate": (photon + c["dark"]).astype(np.float32), "sat": first}}
     return reads, extra
 
@@ -455,9 +469,8 @@ def _truth_meta(specs, sky, seed, calvers):
     return {
         "format": "skyreduce-mips-truth-1", "seed": seed, "calvers": calvers,
         "sky": sky.to_json(),
-        "responsivity": {"model": "1 + amp*sin(2*pi*(mjd - mjd0)/period_d + phase[chnl])",
-                         "amp": RESP_AMP, "period_d": RESP_PERIOD, "mjd0": RESP_MJD0,
-                         "phase": {str(c): _resp_phase(c, seed) for c in (2, 3)}},
+        **mission_truth(seed),
+        "si": {"droop": DROOP, "jailbar": JAILBAR, "jbthresh": JBTHRESH},
         "arrays": {str(c): {"band_um": a.band, "pointing_sigma_arcsec": a.pointing_sigma,
                             "settle_sigma_arcsec_per_axis": SETTLE_SIGMA, "fwhm_arcsec": a.fwhm,
                             "cr_rate_per_pixel_s": det.CR_RATE_SI if c == 1 else det.CR_RATE_GE}

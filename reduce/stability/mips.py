@@ -27,12 +27,18 @@ Measured (per array: 24 = CHNLNUM 1, 70 = 2, 160 = 3):
   (pixels with a saturated read; 24 um: pixels replaced by the first difference), ``cr_hits``
   (Ge: jumps found by the ramp fit; 24 um: single-frame cosmic-ray flags of the 24 um steps, a
   lower limit: only hits above 5 sigma and sharper than a star), ``pixels`` (with a value).
-  24 um has no reads in the store (on-board slopes), so no zero level or read noise.
+  24 um has no reads in the store (on-board slopes), so no zero level or read noise; instead
+  (24 um only, NaN for Ge) the droop and jailbar measured from each frame before their corrections
+  (``reduce.stability.kernels.mips.si_droop_jailbar``; not the calibration file's values):
+  ``droop_coeff`` (+ ``_err``; DN/s per DN/s of mean array signal, from the dead pixels),
+  ``droop_DN_s``, ``jailbar_DN_s`` (+ ``_err``; the readout-4 column offset),
+  ``jailbar_bright_DN_s`` (the bright signal that drives it) and ``jailbar_amplitude`` (+ ``_err``;
+  offset per DN/s of bright signal; NaN without bright signal).
 * ``mips_cr_daily``, one row per array and UTC day: ``array, day, mjd, dces, hits,
   pixel_seconds, cr_rate`` (hits per pixel per second) and ``cr_rate_err`` (Poisson).
 
-Series (plots, trends): responsivity, zero level, read noise, saturated fraction (per DCE) and the
-daily cosmic-ray rate, one line per array.
+Series (plots, trends): responsivity, zero level, read noise, the 24 um droop coefficient and
+jailbar amplitude, saturated fraction (per DCE) and the daily cosmic-ray rate, one line per array.
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ import pandas as pd
 from ..mips.bcd import RAW_GROUPS, mask_bits
 from ..mips.calib import BAND, SHAPE
 from ..mips.kernels import responsivity as RK
+from ..mips.kernels.mask import PMASK_BITS
 from ..mips.kernels.si import SiParams
 from ..mips.pipeline import BcdParams, open_store, plan_bcd
 from ..mips.steps import ramps as ramp_steps
@@ -161,23 +168,30 @@ def _ge(p, params: BcdParams):
 
 
 def _si(p, si: SiParams):
-    """Lazy per-DCE stats (saturated fraction, CR flags, pixels) of 24 um from the 24 um steps."""
+    """Lazy per-DCE stats (saturated fraction, CR flags, pixels, then the ``K.SI_DROOP_FIELDS``:
+    droop and jailbar measured before their corrections) of 24 um from the 24 um steps."""
     ds = si_steps.replace_saturated(p.ds, p.cal, si)
     ds = subtract_dark(ds, p.cal, source="replaced")
+    dead = (p.cal.image("pmask", fill=0, dtype=np.int16) & PMASK_BITS["dead"]) > 0
+    droop = per_dce(K.si_droop_jailbar, [ds.rate, ds.skip, ds.calset],
+                    cal={"dead": dead, "flat": p.cal.image("flat"), "dark": p.cal.image("dark"),
+                         "thresh": p.cal.scalar("jbthresh")},
+                    outputs=[((), np.float64)] * len(K.SI_DROOP_FIELDS))
     ds = si_steps.correct_jailbar(ds, p.cal, si)
     ds = si_steps.correct_droop(ds, p.cal)
     ds = uncertainty(ds, p.cal, si)
     ds = flat_field(ds, p.cal)
     ds = si_steps.flag_cosmic_rays(ds, si)
     stats = per_dce(K.si_dce_stats, [ds.skip, ds.rate, ds.sat, ds.crflag], outputs=[((), np.float64)] * 3)
-    return tuple(s.data for s in stats)
+    return tuple(s.data for s in stats) + tuple(d.data for d in droop)
 
 
 def reductions(mp: MipsPlan, params: BcdParams = BcdParams()) -> dict:
     """The lazy reductions of a ``MipsPlan`` (dask arrays, nothing computed):
     {chnlnum: {"stats": (arrays (n,)), "stims": (nstim, 3) or None, "groups": {pixel group: (nstim, 3)}}};
     Ge stats: zero level, read noise, saturated fraction, jumps, pixels; 24 um: saturated fraction, CR
-    flags, pixels; stims: [responsivity, valid, error] per stim of ``Plan.stim_subset``."""
+    flags, pixels and the ``K.SI_DROOP_FIELDS``; stims: [responsivity, valid, error] per stim of
+    ``Plan.stim_subset``."""
     out = {}
     for chnl, p in mp.arrays.items():
         if chnl == 1:
@@ -196,10 +210,12 @@ def _dce_table(chnl, p, stats):
     n = p.ds.sizes["dce"]
     nan = np.full(n, np.nan)
     if chnl == 1:
-        satf, hits, pix = stats
+        satf, hits, pix = stats[:3]
+        droop = dict(zip(K.SI_DROOP_FIELDS, stats[3:]))
         zero, rdn = nan, nan
     else:
         zero, rdn, satf, hits, pix = stats
+        droop = dict.fromkeys(K.SI_DROOP_FIELDS, nan)
     exptime = _meta(p, "exptime").astype(np.float64)
     with np.errstate(all="ignore"):
         rate = hits / (pix * exptime)
@@ -207,7 +223,7 @@ def _dce_table(chnl, p, stats):
         "array": BAND[chnl], "aorkey": p.aorkeys, "dceid": _meta(p, "dceid").astype(np.int64), "mjd": p.times,
         "exptime": exptime, "stimflsh": p.stimflsh.astype(np.int64), "zero_level_DN": zero,
         "read_noise_DN": rdn, "saturated_fraction": satf, "cr_hits": hits, "pixels": pix,
-        "cr_rate_per_pixel_s": rate,
+        "cr_rate_per_pixel_s": rate, **droop,
         "source_file": _meta(p, "source_file").astype(object).astype(str)})
 
 
@@ -274,6 +290,15 @@ def _series(resp, dce, daily, groups):
         g2 = ge[np.isfinite(ge["read_noise_DN"].to_numpy())]
         out.append(Series("mips_read_noise", "read noise (ramp residuals)", "DN per read", g2["mjd"].to_numpy(),
                           g2["read_noise_DN"].to_numpy(), None, lab(g2["array"])))
+    si = dce[dce["array"] == 24]
+    for name, col, label, units in (
+            ("mips_droop", "droop_coeff", "24 um droop coefficient (dead pixels)", "DN/s per DN/s of mean signal"),
+            ("mips_jailbar", "jailbar_amplitude", "24 um jailbar amplitude (readout 4)",
+             "DN/s per DN/s of bright signal")):
+        d = si[np.isfinite(si[col].to_numpy(np.float64))]
+        if len(d):
+            out.append(Series(name, label, units, d["mjd"].to_numpy(), d[col].to_numpy(np.float64),
+                              d[f"{col}_err"].to_numpy(np.float64), lab(d["array"])))
     s = dce[np.isfinite(dce["saturated_fraction"].to_numpy())]
     if len(s):
         out.append(Series("mips_saturated_fraction", "saturated pixels", "fraction of the array",
@@ -316,7 +341,8 @@ def study(store, *, start=None, stop=None, client=None, params: BcdParams = BcdP
     resp = resp.sort_values(["mjd", "array"], kind="stable").reset_index(drop=True)
     dce = pd.concat(dce_tables, ignore_index=True) if dce_tables else pd.DataFrame(
         columns=["array", "aorkey", "dceid", "mjd", "exptime", "stimflsh", "zero_level_DN", "read_noise_DN",
-                 "saturated_fraction", "cr_hits", "pixels", "cr_rate_per_pixel_s", "source_file"])
+                 "saturated_fraction", "cr_hits", "pixels", "cr_rate_per_pixel_s", *K.SI_DROOP_FIELDS,
+                 "source_file"])
     dce = dce.sort_values(["mjd", "array"], kind="stable").reset_index(drop=True)
     daily = _daily(dce)
     groups_t = pd.concat(group_tables, ignore_index=True) if group_tables else pd.DataFrame(

@@ -467,3 +467,11 @@ def test_simulate_dce_reproduces_a_written_file(sim):
         assert written == hdul[0].header
     e = next(d for d in sim["truth"]["dces"] if d["file"] == tr["file"])
     assert np.array_equal(tr["arrays"]["rate"], _arr(sim, e, "rate")) and tr["crs"] == e["crs"]
+
+
+def test_plan_spreads_aors_over_a_span():
+    from reduce.simulate.mips import plan_mips
+    assert [a.start_mjd for a in plan_mips(aors=2)] == [53500.0, 53500.1]
+    spread = plan_mips(aors=3, start_mjd=53760.0, span_days=100.0)
+    assert [a.start_mjd for a in spread] == [53760.0, 53810.0, 53860.0]
+    assert [a.aorkey for a in spread] == [a.aorkey for a in plan_mips(aors=3)]   # same draws
