@@ -61,6 +61,7 @@ class MosaicParams:
     outlier_nsigma: float = 4.0
     outlier_min_depth: int = 3
     outlier_dual: bool = True
+    outlier_time_split: bool = True       # also test against the other end of each pixel's time span
     pixfrac: float = 1.0
     tile: int = 512                       # output tile side (pixels)
     frame_block: int = 64                 # frames per task
@@ -146,8 +147,10 @@ def build(plan_: Plan, store, key, params: MosaicParams, refcat=None):
                                refcat=refcat, match_radius_arcsec=match_radius, min_matches=params.min_matches,
                                block=params.frame_block, enabled=params.refine)
     bg = bg_step.match(p.src, p.pairs, n, sol, p.footprints, enabled=params.background)
+    times = [f.time for f in p.infos]
     rejected = outlier_step.reject(p.src, str(store), key, p.positions, p.grid, p.bounds, p.members, sol, bg,
                                    params, block=params.frame_block, fwhm_px=p.fwhm_px,
+                                   times=times if params.outlier_time_split and np.isfinite(times).all() else None,
                                    pointing_sigma_arcsec=POINTING_SIGMA[key_], pixel_arcsec=p.pixel_arcsec,
                                    ready=ready)
     tiles = coadd_step.coadd(p.src, str(store), key, p.grid, p.bounds, p.members, sol, bg, pixfrac=params.pixfrac,

@@ -120,9 +120,10 @@ def test_cosmic_rays_and_asteroid_rejected_at_24um(scan):
         false += (rej & sel).sum()
     assert cr_all > 300 and cr_hit / cr_all >= 0.99, (cr_hit, cr_all)
     assert false / clean < 0.005, false / clean
-    # the asteroid: its peak is rejected in the frames where it stands out (see the README for
-    # the frames where it crawls by less than a PSF while a sky position stays in view)
-    assert mover_all >= 10 and mover_hit / mover_all >= 0.7, (mover_hit, mover_all)
+    # the asteroid (11"/min: it crawls by less than two PSFs while a sky position stays in view, and
+    # 8 of these frames lie where only its own leg covers the sky): its peak is rejected wherever it
+    # stands out, by the time-split test (kernels.outliers.time_split; 20/28 without it)
+    assert mover_all >= 20 and mover_hit / mover_all >= 0.99, (mover_hit, mover_all)
 
 
 def test_scan_map_refined_and_level_kept(scan):

@@ -51,6 +51,7 @@ Defaults: ``nsigma=4`` (MOPEX uses 3; jwst 5 and 4 in its two passes); ``min_dep
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.stats import mad_std
@@ -58,7 +59,7 @@ from scipy import ndimage
 
 from .frames import Grid, Frame, footprint, pixel_centres, pixmap
 
-__all__ = ["stack_statistics", "flag_frame", "MAD_DEPTH", "SCALE"]
+__all__ = ["stack_statistics", "time_split", "TimeSplit", "flag_frame", "MAD_DEPTH", "SCALE"]
 
 SCALE = {1: 1.0, 3: 0.2}  # default interpolation-error factors per interpolation order
 MAD_DEPTH = 5  # stacks at least this deep take sigma from the MAD, shallower ones from unc
@@ -131,7 +132,7 @@ def _cubic_conv(values, valid, y, x):
     return np.where(ok, out, np.nan)
 
 
-def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth=MAD_DEPTH, order=3):
+def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth=MAD_DEPTH, order=3, times=None):
     """Median, robust sigma and depth of the frames on the pixels of ``tile``.
 
     Each frame's ``image - offset`` (``offsets[i]``: a float or an array of the frame's
@@ -149,13 +150,16 @@ def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth
     noisy); ``depth`` (int16) the number of frames sampled. Every output pixel depends on
     its own position only, so a tile equals the same cut of the full grid's result.
     Memory: one float32 (n_overlapping_frames, *tile.shape) cube, twice.
+
+    ``times`` (one per frame, MJD): also return the time-split statistics of
+    :func:`time_split` as a 4th element, a :class:`TimeSplit`.
     """
     ny, nx = tile.shape
     offsets = [0.0] * len(frames) if offsets is None else offsets
     gx, gy = pixel_centres(tile.shape)
     ra, dec = tile.wcs.all_pix2world(gx, gy, 0)
-    vals, uncs = [], []
-    for f, off in zip(frames, offsets):
+    vals, uncs, kept = [], [], []
+    for k, (f, off) in enumerate(zip(frames, offsets)):
         # bounding box of the frame on the tile (+2 px against SIP curvature and rounding)
         cx, cy = tile.wcs.all_world2pix(*footprint(f.wcs, f.shape).T, 0)
         x0, x1 = max(int(np.floor(cx.min())) - 2, 0), min(int(np.ceil(cx.max())) + 3, nx)
@@ -170,9 +174,11 @@ def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth
         u[y0:y1, x0:x1] = _interp(np.asarray(f.unc, np.float64), use, fy, fx)
         vals.append(v)
         uncs.append(u)
+        kept.append(k)
     if not vals:
         nan = np.full(tile.shape, np.nan, np.float32)
-        return nan, nan.copy(), np.zeros(tile.shape, np.int16)
+        out = nan, nan.copy(), np.zeros(tile.shape, np.int16)
+        return out if times is None else out + (time_split(np.zeros((0,) + tile.shape, np.float32), []),)
     cube, ucube = np.stack(vals), np.stack(uncs)
     depth = np.isfinite(cube).sum(axis=0).astype(np.int16)
     with warnings.catch_warnings():
@@ -180,7 +186,50 @@ def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth
         median = np.nanmedian(cube, axis=0)
         sigma = np.where(depth >= mad_depth, mad_std(cube, axis=0, ignore_nan=True),
                          np.nanmedian(ucube, axis=0))
-    return median.astype(np.float32), sigma.astype(np.float32), depth
+    out = median.astype(np.float32), sigma.astype(np.float32), depth
+    return out if times is None else out + (time_split(cube, np.asarray(times, np.float64)[kept]),)
+
+
+@dataclass
+class TimeSplit:
+    """Per output pixel (arrays of the tile's shape): ``early`` / ``late`` (float32, MJy/sr) the
+    median of the first / last ``third`` (int16) of the samples in time order, ``t_split``
+    (float64, MJD) the time of the middle sample (NaN where depth 0)."""
+
+    early: np.ndarray
+    late: np.ndarray
+    t_split: np.ndarray
+    third: np.ndarray
+
+
+def time_split(cube, times):
+    """The :class:`TimeSplit` of a stack ``cube`` (n, ny, nx; NaN = no sample) of frames taken
+    at ``times`` (n,) MJD: per pixel its samples in time order, the median of the first and of
+    the last ceil(depth/3) of them, and the time of the middle (ceil(depth/2)-th) one.
+
+    Why: a slow moving object (or anything that changes over minutes) sits at one sky pixel
+    in most of the frames of one scan leg that cover it, so the median of all frames there
+    holds it; a frame taken in the first half of a pixel's time span compared with the
+    median of the last third (and one in the second half with the first third) sees it
+    moved away. Where other legs cover the pixel too, the two thirds are mostly other legs'
+    frames."""
+    shape = cube.shape[1:]
+    if cube.shape[0] == 0:
+        nan = np.full(shape, np.nan, np.float32)
+        return TimeSplit(nan, nan.copy(), np.full(shape, np.nan), np.zeros(shape, np.int16))
+    order = np.argsort(times, kind="stable")
+    c, t = cube[order], np.asarray(times, np.float64)[order]
+    valid = np.isfinite(c)
+    rank = np.cumsum(valid, axis=0)                      # 1-based rank of each sample in time
+    depth = rank[-1]
+    third = -(-depth // 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (depth 0)
+        early = np.nanmedian(np.where(valid & (rank <= third), c, np.nan), axis=0)
+        late = np.nanmedian(np.where(valid & (rank > depth - third), c, np.nan), axis=0)
+    mid = valid & (rank == -(-depth // 2))
+    t_split = np.where(depth > 0, t[np.argmax(mid, axis=0)], np.nan)
+    return TimeSplit(early.astype(np.float32), late.astype(np.float32), t_split, third.astype(np.int16))
 
 
 def _hysteresis(seeds, candidates):
@@ -201,9 +250,30 @@ def _sharp(excess, sharp):
     return np.partition(nb, 6, axis=0)[6] < sharp * excess
 
 
+def _blot(values, have, y, x, order):
+    """``values`` (grid) at the frame pixels (y, x): Keys' cubic convolution (``order`` 3), bilinear
+    next to grid pixels without a value and everywhere with ``order`` 1."""
+    v = np.asarray(values, np.float64)
+    out = _interp(v, have, y, x)
+    if order == 3:
+        cubic = _cubic_conv(v, have, y, x)
+        out = np.where(np.isfinite(cubic), cubic, out)
+    return out
+
+
+def _temporal(data, unc, blot, sig, dep, use, scale, nsigma, nsigma_low):
+    """(seeds, low) of the temporal test against a blotted reference ``blot`` with ``dep`` samples."""
+    b = _fill_nearest(blot, np.isfinite(blot))
+    deriv = np.maximum(ndimage.maximum_filter(b, size=3) - b, b - ndimage.minimum_filter(b, size=3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = unc ** 2 + np.pi / 2 * sig ** 2 / np.maximum(dep, 1)
+        resid2 = (data - blot) ** 2 - (scale * deriv) ** 2
+        return use & (resid2 > nsigma ** 2 * var), use & (resid2 > nsigma_low ** 2 * var)
+
+
 def flag_frame(frame: Frame, offset, grid: Grid, median, sigma, depth, *, nsigma=4.0,
                min_depth=3, dual=True, grow_px=0, nsigma_low=2.5, scale=None, sharp=0.4,
-               order=3):
+               order=3, time=None, split: TimeSplit | None = None):
     """The outliers of one frame: bool (ny, nx), True = rejected (only good pixels).
 
     ``offset``: float or (ny, nx) MJy/sr subtracted from ``frame.image`` (as in
@@ -221,6 +291,13 @@ def flag_frame(frame: Frame, offset, grid: Grid, median, sigma, depth, *, nsigma
     ``sharp``); if not ``dual`` nothing is rejected there. Both with hysteresis down to
     ``nsigma_low``. ``grow_px`` > 0: the rejected pixels grown by that many pixels
     (square).
+
+    ``time`` (the frame's MJD) and ``split`` (:func:`time_split` on the same grid): the temporal
+    test is made a second time against the median of the other end of the pixel's time span
+    (the last third of its samples where the frame was taken before ``t_split``, else the
+    first third; variance with ``third`` samples of the frame's ``unc``), where ``third >=
+    min_depth``: a pixel is
+    rejected when either test rejects it (slow moving objects, see :func:`time_split`).
     """
     use = _usable(frame)
     data = np.asarray(frame.image - offset, np.float64)
@@ -229,11 +306,7 @@ def flag_frame(frame: Frame, offset, grid: Grid, median, sigma, depth, *, nsigma
     y, x = pm[..., 1], pm[..., 0]
     depth = np.asarray(depth)
     have = (depth > 0) & np.isfinite(median) & np.isfinite(sigma)
-    med = np.asarray(median, np.float64)
-    blot = _interp(med, have, y, x)
-    if order == 3:
-        cubic = _cubic_conv(med, have, y, x)
-        blot = np.where(np.isfinite(cubic), cubic, blot)
+    blot = _blot(median, have, y, x, order)
     scale = SCALE[order] if scale is None else scale
     sig = _interp(np.asarray(sigma, np.float64), have, y, x)
     dep = np.where(np.isfinite(blot), ndimage.map_coordinates(
@@ -243,13 +316,22 @@ def flag_frame(frame: Frame, offset, grid: Grid, median, sigma, depth, *, nsigma
     seeds = np.zeros(frame.shape, bool)
     low = np.zeros(frame.shape, bool)
     if temporal.any():
-        b = _fill_nearest(blot, np.isfinite(blot))
-        deriv = np.maximum(ndimage.maximum_filter(b, size=3) - b, b - ndimage.minimum_filter(b, size=3))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = unc ** 2 + np.pi / 2 * sig ** 2 / np.maximum(dep, 1)
-            resid2 = (data - blot) ** 2 - (scale * deriv) ** 2
-            seeds |= temporal & (resid2 > nsigma ** 2 * var)
-            low |= temporal & (resid2 > nsigma_low ** 2 * var)
+        hi, lo = _temporal(data, unc, blot, sig, dep, temporal, scale, nsigma, nsigma_low)
+        seeds |= hi
+        low |= lo
+    if split is not None and time is not None and temporal.any():
+        near = lambda a: ndimage.map_coordinates(np.where(have, a, 0), [y, x], order=0, mode="grid-constant",
+                                                 cval=0)
+        t_split = near(np.nan_to_num(split.t_split, nan=0.0))
+        third = np.where(np.isfinite(blot), near(split.third), 0)
+        ok = have & np.isfinite(split.early) & np.isfinite(split.late)
+        other = np.where(time <= t_split, _blot(split.late, ok, y, x, order), _blot(split.early, ok, y, x, order))
+        # the scatter of one sample from the frame's own uncertainty: the stack's MAD is inflated
+        # by the very object this test looks for (7x at the peak of a slow asteroid)
+        hi, lo = _temporal(data, unc, other, unc, third, temporal & (third >= min_depth) & np.isfinite(other),
+                           scale, nsigma, nsigma_low)
+        seeds |= hi
+        low |= lo
 
     spatial = use & (dep < min_depth) if dual else np.zeros(frame.shape, bool)
     if spatial.any():

@@ -1,5 +1,6 @@
 """The zarr group of one mosaic (``level2/<unit key>`` in the store): images on the output grid
-(``sci``, ``unc``, ``cov``; the outlier step's ``median``, ``mad``, ``depth``), chunked by output
+(``sci``, ``unc``, ``cov``; the outlier step's ``median``, ``mad``, ``depth`` and its time split
+``early``, ``late``, ``t_split`` [MJD], ``third``: ``kernels.outliers.time_split``), chunked by output
 tile so that tiles are written in parallel, and the per-frame ``rejected`` masks
 (frame, y, x) chunked by frame block. Mosaics of the Ge arrays (``filtered=True``) also hold
 the filtered frames ``filtered`` / ``filtered_unc`` (frame, y, x; ``steps.filtering``) and
@@ -11,7 +12,9 @@ import zarr
 from ...io.store import _quiet_zarr
 
 GRID_ARRAYS = {"sci": ("float32", float("nan")), "unc": ("float32", float("nan")), "cov": ("float32", 0.0),
-               "median": ("float32", float("nan")), "mad": ("float32", float("nan")), "depth": ("int16", 0)}
+               "median": ("float32", float("nan")), "mad": ("float32", float("nan")), "depth": ("int16", 0),
+               "early": ("float32", float("nan")), "late": ("float32", float("nan")),
+               "t_split": ("float64", float("nan")), "third": ("int16", 0)}
 FILTERED_GRID_ARRAYS = {"fsci": ("float32", float("nan")), "func": ("float32", float("nan")),
                         "fcov": ("float32", 0.0)}
 FILTERED_FRAME_ARRAYS = ("filtered", "filtered_unc")

@@ -18,7 +18,10 @@ from . import images
 SUB_TILE = 128     # output pixels: the stack of one sub-tile holds each overlapping frame's sub-tile only
 
 
-def _median_tile(src, store, key, members, bound, grid, pointing, background, ready):
+SPLIT = ("early", "late", "t_split", "third")   # the TimeSplit arrays, in its field order
+
+
+def _median_tile(src, store, key, members, bound, grid, pointing, background, times, ready):
     """Median, robust sigma and depth of one output tile, computed per sub-tile of SUB_TILE
     pixels over the frames that overlap it (the stack of a tile would hold a whole tile per
     overlapping frame: 5.6 GB for the 568 frames over one tile of a 1,000-BCD scan map)."""
@@ -29,9 +32,14 @@ def _median_tile(src, store, key, members, bound, grid, pointing, background, re
     fps = np.array([footprint(f.wcs, f.shape) for f in frames]).reshape(-1, 4, 2)
     over = frames_in_tiles(fps, tile, subs) if len(frames) else [[] for _ in subs]
     for (a, b, c, d), idx in zip(subs, over):
-        median, sigma, depth = K.stack_statistics(tile.tile(a, b, c, d), [frames[i] for i in idx])
+        sub = [frames[i] for i in idx]
+        out = K.stack_statistics(tile.tile(a, b, c, d), sub,
+                                 times=None if times is None else [times[f.meta["position"]] for f in sub])
         region = (slice(y0 + a, y0 + b), slice(x0 + c, x0 + d))
-        for name, v in (("median", median), ("mad", sigma), ("depth", depth)):
+        arrays = list(zip(("median", "mad", "depth"), out[:3]))
+        if times is not None:
+            arrays += [(name, getattr(out[3], name)) for name in SPLIT]
+        for name, v in arrays:
             images.write(store, key, name, region, v)
     return True
 
@@ -48,7 +56,7 @@ def _scale(pointing, p, spacecraft_sigma_arcsec, pixel_arcsec):
     return max(K.SCALE[3], 3.0 * sigma / pixel_arcsec) if np.isfinite(sigma) else K.SCALE[3]
 
 
-def _flag_block(src, store, key, positions, grid, pointing, background, params, sharp, ptg, ready):
+def _flag_block(src, store, key, positions, grid, pointing, background, params, sharp, ptg, times, ready):
     counts = {}
     frames = F.load(src, positions, pointing, background)
     masks = np.zeros((len(positions),) + (frames[0].shape if frames else (0, 0)), np.uint8)
@@ -65,9 +73,11 @@ def _flag_block(src, store, key, positions, grid, pointing, background, params, 
         region = (slice(y0, y1), slice(x0, x1))
         cut = grid.tile(y0, y1, x0, x1)
         med, sig, dep = (images.read(store, key, n, region) for n in ("median", "mad", "depth"))
+        split = None if times is None else K.TimeSplit(*(images.read(store, key, n, region) for n in SPLIT))
         rej = K.flag_frame(f, 0.0, cut, med, sig, dep, nsigma=params.outlier_nsigma,
                            min_depth=params.outlier_min_depth, dual=params.outlier_dual, sharp=sharp,
-                           scale=_scale(pointing, p, *ptg)) & f.good
+                           scale=_scale(pointing, p, *ptg), time=None if times is None else times[p],
+                           split=split) & f.good
         masks[j] = rej
         counts[p] = int(rej.sum())
     for j, p in enumerate(positions):
@@ -77,18 +87,19 @@ def _flag_block(src, store, key, positions, grid, pointing, background, params, 
 
 
 def reject(src, store, key, positions, grid, bounds, members, pointing, background, params, *, block, fwhm_px,
-           pointing_sigma_arcsec, pixel_arcsec, ready):
+           pointing_sigma_arcsec, pixel_arcsec, ready, times=None):
     """Lazy {frame position: pixels rejected}; ``params.outliers`` False: nothing rejected.
+    ``times``: MJD of every frame (by position): also the time-split test (``kernels.outliers.time_split``).
     ``fwhm_px``: PSF FWHM in frame pixels (the spatial test of shallow pixels spares PSF peaks:
     a peak's neighbours hold >= 0.44 of it at 70 um, 1.8 px FWHM, so ``sharp`` 0.3 there)."""
     sharp = 0.4 if fwhm_px >= 2.3 else 0.3
     if not params.outliers:
         return dask.delayed(dict)()
     tiles = [dask.delayed(_median_tile, pure=True)(src, store, key, list(map(int, members[t])), bounds[t], grid,
-                                                   pointing, background, ready)
+                                                   pointing, background, times, ready)
              for t in range(len(bounds)) if len(members[t])]
     ptg = (pointing_sigma_arcsec, pixel_arcsec)
     parts = [dask.delayed(_flag_block, pure=True)(src, store, key, blk, grid, pointing, background, params, sharp,
-                                                  ptg, tiles)
+                                                  ptg, times, tiles)
              for blk in F.chunk_blocks(positions, block)]
     return dask.delayed(F.merge, pure=True)(parts)
