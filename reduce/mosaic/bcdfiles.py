@@ -16,11 +16,12 @@ Pixel masks: ``good`` is False where the mask has a *fatal* bit, where the image
 where the uncertainty is not finite and positive.  Fatal bits (``fatal_bits``):
 
 - our MIPS exports (legend ``BITnn = 2**nn / name: meaning``, names of schemas/mips_bcd.yaml):
-  dead, hot, noisy (permanent mask), no_flat, invalid, too_few_reads, stim (a stim-flash
-  calibration DCE), and at 24 um cosmic_ray (flagged, not removed).  Not fatal: saturated
+  dead, hot, no_flat, invalid, too_few_reads, stim (a stim-flash calibration DCE), as for
+  the store's BCDs (``OUR_FATAL_NAMES``).  Not fatal: noisy, saturated
   (24 um: slope replaced by the first difference; Ge: slope from the unsaturated reads),
-  cosmic_ray at 70/160 um (jumps found and fused), no_good_segment, no_responsivity
-  (nominal responsivity used): the value is a valid measurement.
+  cosmic_ray (24 um: flagged, not removed, left to the outlier rejection across frames;
+  70/160 um: jumps found and fused), no_good_segment, no_responsivity (nominal responsivity
+  used): the value is a valid measurement.
 - IRAC ``_bimsk`` (legend of the real file: 2 ghost, 3 stray light, 4 saturation corrected,
   5 muxbleed, 6 banding, 7 pulldown, 8 crosstalk, 9 radhit, 10 latent, 11 flat not applied,
   12 not linear, 13 uncorrected saturation, 14 bad or missing): the SSC's recommended
@@ -70,8 +71,14 @@ IRAC_FATAL = 32520
 """SSC-recommended fatal bits of the IRAC ``_bimsk``: 3, 8-14."""
 MIPS_SSC_FATAL = (1 << 8) | (1 << 11) | (1 << 13) | (1 << 14)
 """Fatal bits of an SSC MIPS mask without a BITnn legend (Si:As BMask heritage, see above)."""
-OUR_FATAL_NAMES = frozenset({"dead", "hot", "noisy", "no_flat", "invalid", "too_few_reads", "stim"})
-"""Fatal bit names of our exports (plus ``cosmic_ray`` at 24 um)."""
+OUR_FATAL_NAMES = frozenset({"dead", "hot", "no_flat", "invalid", "too_few_reads", "stim"})
+"""Mask bit names (schemas/mips_bcd.yaml) of our MIPS BCDs that make a pixel unusable in a mosaic,
+the same whether the BCD is read from the store (``sources.StoreFrames``) or from its exported
+files, for every array. Not fatal: noisy (a valid value with its larger uncertainty; leaving the
+noisy 24 um pixels out costs the pointing refinement matches: 75 % instead of > 80 % of the scan
+map's frames refined), and a 24 um cosmic_ray bit: the hit is flagged, not removed, and the
+outlier rejection across frames rejects it with the ones the single-frame flagging missed
+(>= 99 % of those above 5 sigma, tests/mosaic/test_mips_scanmap.py)."""
 _FATAL_WORDS = re.compile(r"bad|missing|dead|pmask|radhit|cosmic|latent|flat[- ]field was not|"
                           r"flat field could not|not flat|not linear|non-?linear|uncorrected sat|"
                           r"beyond correct|no usable", re.I)
@@ -393,9 +400,7 @@ def fatal_bits(instrument, chnlnum, legend):
     """The fatal bit pattern (int) of a mask with ``legend`` {bit: meaning} (module docstring)."""
     names = {b: text.split(":")[0].strip() for b, text in legend.items() if ":" in text}
     if legend and len(names) == len(legend):           # our exports: 'name: meaning'
-        fatal = set(OUR_FATAL_NAMES) | ({"cosmic_ray"} if (instrument, chnlnum) == ("MIPS", 1)
-                                        else set())
-        return sum(1 << b for b, n in names.items() if n in fatal)
+        return sum(1 << b for b, n in names.items() if n in OUR_FATAL_NAMES)
     if instrument == "IRAC":
         return IRAC_FATAL
     if legend:

@@ -21,11 +21,11 @@ from astropy.wcs import WCS
 
 from .kernels.frames import Frame
 
-# BCD mask bits (schemas/mips_bcd.yaml) that make a pixel unusable in a mosaic. Kept: noisy,
-# saturated (24 um: replaced by the first difference; Ge: ramp before the A/D limit), cosmic_ray
-# (24 um: flagged, not removed, left to the outlier rejection across frames; Ge: jump fused),
-# no_good_segment (a slope from a shorter segment).
-FATAL_BITS = ("dead", "hot", "no_flat", "invalid", "too_few_reads", "no_responsivity", "stim")
+# BCD mask bits that make a pixel unusable in a mosaic: bcdfiles.OUR_FATAL_NAMES, the same for the
+# store's BCDs and their exported files. Kept: noisy, saturated (24 um: replaced by the first difference;
+# Ge: ramp before the A/D limit), cosmic_ray (24 um: flagged, not removed, left to the outlier
+# rejection across frames; Ge: jump fused), no_good_segment (a slope from a shorter segment),
+# no_responsivity (the nominal responsivity used).
 
 
 # Bits kept in the mosaic but left out of source extraction (a flagged cosmic ray is no source).
@@ -56,8 +56,9 @@ def wcs_from_text(text: str) -> WCS:
 
 
 def fatal_mask(mask, bits: dict) -> np.ndarray:
-    """uint mask -> bool (ny, nx) True where any FATAL_BITS bit is set."""
-    value = sum(int(bits[b]) for b in FATAL_BITS if b in bits)
+    """uint mask -> bool (ny, nx) True where a fatal bit (bcdfiles.OUR_FATAL_NAMES) is set."""
+    from .bcdfiles import OUR_FATAL_NAMES
+    value = sum(int(bits[b]) for b in OUR_FATAL_NAMES if b in bits)
     return (np.asarray(mask).astype(np.int64) & value) != 0
 
 

@@ -348,8 +348,7 @@ def test_our_export_reads_back(our_export):
         scale = {1: 2.55, 2: 9.85}[b.chnlnum]
         assert b.pixel_scale_arcsec == pytest.approx(scale, rel=0.02)
         # mask bits mapped: bit k sits at (1, k)
-        fatal = {"dead", "hot", "noisy", "no_flat", "invalid", "too_few_reads", "stim"}
-        fatal |= {"cosmic_ray"} if b.chnlnum == 1 else set()
+        fatal = {"dead", "hot", "no_flat", "invalid", "too_few_reads", "stim"}
         for col, name in enumerate(bits):
             assert frame.good[1, col] == (name not in fatal), (b.band, name)
         assert frame.good.sum() == frame.good.size - len(fatal)
