@@ -394,16 +394,16 @@ def _concat_bundle(*lists, names):
     return {k: np.concatenate([np.asarray(a) for a in blocks]) for k, blocks in zip(names, lists)}
 
 
-def level1_units(store, params, *, ids=None):
+def level1_units(store, params):
     """The store's level-1 units whose results the study takes as they are: done, with the same
     inputs (segment files' SHA-256, rows) and the same parameters as the level-1 pipeline with
     ``params`` would have now. Returns ([(pairs slot (start, rows), segments slot (start, rows))
-    per unit holding one of the segment ``ids`` (None: any)], their segment ids (int64), the store
-    rows of those segments' first scans). Reads the runner's unit records and units group (one small
-    row per unit) and the level-1 unit plan (per-segment ids, rows, SHA-256), as a level-1 rerun does."""
+    per unit], their segment ids (int64), the store rows of those segments' first scans, [the
+    segment ids of each unit]). Reads the runner's unit records and units group (one small row per
+    unit) and the level-1 unit plan (per-segment ids, rows, SHA-256), as a level-1 rerun does."""
     from reduce.runner import open_units, read_records
     from reduce.swas.pipeline import TABLES, SwasLevel1
-    none = ([], np.zeros(0, np.int64), np.zeros(0, np.int64))
+    none = ([], np.zeros(0, np.int64), np.zeros(0, np.int64), [])
     pipe = SwasLevel1(params)
     records = read_records(store, pipe.name)
     if not records:
@@ -425,8 +425,6 @@ def level1_units(store, params, *, ids=None):
             root = Store(store).open_group(indexes=False)
             seg_index, first = (np.asarray(v) for v in dask.compute(root["segment"].data, root["first_scan"].data))
         sids = seg_index[unit.info["segments"]].astype(np.int64)
-        if ids is not None and not np.isin(sids, ids).any():
-            continue
         i = row[unit.key]
         slot = lambda t: (int(units[f"{t}_start"].values[i]), int(units[f"{t}_count"].values[i]))
         if slot("segments")[1] == 0:
@@ -436,10 +434,21 @@ def level1_units(store, params, *, ids=None):
         first_out.append(first[unit.info["segments"]].astype(np.int64))
     if not slots:
         return none
-    return slots, np.concatenate(seg_out), np.concatenate(first_out)
+    return slots, np.concatenate(seg_out), np.concatenate(first_out), seg_out
 
 
-def segment_dataset(store, *, start=None, stop=None, params=None):
+def _level1_subset(level1, ids):
+    """:func:`level1_units`' (slots, segment ids, first rows) of the units holding one of ``ids``."""
+    slots, sids, first, per_unit = level1
+    units = [i for i, u in enumerate(per_unit) if np.isin(u, ids).any()]
+    if not units:
+        return [], sids[:0], first[:0]
+    bounds = np.concatenate([[0], np.cumsum([len(u) for u in per_unit])])
+    idx = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in units])
+    return [slots[i] for i in units], sids[idx], first[idx]
+
+
+def segment_dataset(store, *, start=None, stop=None, params=None, level1=None):
     """Lazy per-segment stability quantities (dask), dims (segment, receiver, coef, comb_set,
     comb_line, level); variables FIELDS (+ t_lo, t_mix (segment, receiver) [K]), units in attrs.
 
@@ -449,7 +458,8 @@ def segment_dataset(store, *, start=None, stop=None, params=None):
     scan outside the window ('outside'). ``store``: path of a SWAS store (only ingested is
     enough). Nothing is computed: the eager indexes time, segment and hk_time are read, and when the
     store has level-1 unit records, the per-segment variables of the level-1 unit plan (as a rerun of
-    level 1 reads them: ids, first rows, SHA-256)."""
+    level 1 reads them: ids, first rows, SHA-256); ``level1``: :func:`level1_units` of the store,
+    when the caller has it already (a study in batches reads the unit records once)."""
     params = params or Params()
     ds, lazy, hk = _open(store)
     token = uuid.uuid4().hex[:10]
@@ -458,7 +468,8 @@ def segment_dataset(store, *, start=None, stop=None, params=None):
         raise ValueError("segment_dataset: the store must be opened with its indexes")
     cand = np.flatnonzero(K.day_candidates(seg_ids, start, stop))
     n = cand.size
-    level1_slots, level1_ids, level1_first = level1_units(store, params, ids=seg_ids[cand])
+    level1_slots, level1_ids, level1_first = _level1_subset(level1 if level1 is not None
+                                                            else level1_units(store, params), seg_ids[cand])
     time = np.asarray(ds.indexes["time"]) if ds.sizes["time"] else np.zeros(0)   # eager: the window's rows
     aos = {h: _read_tasks(ds[f"aos{h}"].data, f"stab-aos{h}", token) for h in HALVES}
     edges = aos["490"][1]
@@ -641,24 +652,29 @@ def _tables(seg, day):
                                    float(seg[e].values[i, k, lv])))
     tables["swas_allan"] = pd.DataFrame(al, columns=["segment", "receiver", "kind", "run", "run_scans", "tau_s",
                                                      "allan_variance", "allan_variance_err"])
-    # correlations of the gain with the LO and mixer temperatures; F0 against TAOS within segments
-    cor = []
-    for k, h in enumerate(HALVES):
-        for q in ("t_lo", "t_mix"):
-            r, nn, slope, err = K.correlation(s[q].values[:, k], s["gain"].values[:, k])
-            cor.append((int(h), f"gain_vs_{q}", nn, r, slope, err, "count/K per K"))
-        r, nn, slope, err = K.correlation(s["taos_ref"].values, s["disp"].values[:, k, 0])
-        cor.append((int(h), "f0_vs_taos_between_segments", nn, r, slope, err, "Hz per Celsius"))
-        cs = tables["swas_comb_sets"]
-        cs = cs[cs["receiver"] == int(h)]
-        slope, err, nn, _ = K.slope_within_groups(cs["taos_C"].values, cs["f0_Hz"].values, cs["segment"].values)
-        cor.append((int(h), "f0_vs_taos_within_segments", nn, np.nan, slope, err, "Hz per Celsius"))
-    tables["swas_correlations"] = pd.DataFrame(cor, columns=["receiver", "quantity", "n", "pearson_r", "slope",
-                                                             "slope_err", "slope_units"])
     return tables
 
 
-def _series(tables, seg):
+def _correlations(tables):
+    """Correlations of the gain with the LO and mixer temperatures and of F0 with TAOS (between
+    segments and within segments, from the COMB sets) over the whole study's tables."""
+    t, cs_all = tables["swas_segments"], tables["swas_comb_sets"]
+    cor = []
+    for h in HALVES:
+        gain = t[f"gain_{h}_counts_per_K"].values
+        for q in ("t_lo", "t_mix"):
+            r, nn, slope, err = K.correlation(t[f"{q}_{h}_K"].values, gain)
+            cor.append((int(h), f"gain_vs_{q}", nn, r, slope, err, "count/K per K"))
+        r, nn, slope, err = K.correlation(t["taos_C"].values, t[f"f0_{h}_Hz"].values)
+        cor.append((int(h), "f0_vs_taos_between_segments", nn, r, slope, err, "Hz per Celsius"))
+        cs = cs_all[cs_all["receiver"] == int(h)]
+        slope, err, nn, _ = K.slope_within_groups(cs["taos_C"].values, cs["f0_Hz"].values, cs["segment"].values)
+        cor.append((int(h), "f0_vs_taos_within_segments", nn, np.nan, slope, err, "Hz per Celsius"))
+    import pandas as pd
+    return pd.DataFrame(cor, columns=["receiver", "quantity", "n", "pearson_r", "slope", "slope_err", "slope_units"])
+
+
+def _series(tables):
     from reduce.stability.study import Series
 
     t = tables["swas_segments"]
@@ -700,6 +716,25 @@ def _series(tables, seg):
     return out
 
 
+def _summarise(seg, day):
+    """Task body (on a worker): the computed per-segment Dataset and daily flag rates -> (tables
+    (see :func:`_tables`), problem lines of the segments that could not be calibrated, notes of the
+    excluded ones, counts {"excluded", "from_level1", "allan"})."""
+    problems, notes = [], []
+    for i in range(seg.sizes["segment"]):
+        st = str(seg["status"].values[i])
+        sid = int(seg["segment"].values[i])
+        label = f"s{sid // 1000:04d}{sid % 1000:03d} {str(seg['object'].values[i])!r}"
+        if st == "failed":
+            problems.append(f"{label}: cannot be calibrated: {seg['reason'].values[i]}")
+        elif st == "excluded":
+            notes.append(f"{label}: excluded ({seg['reason'].values[i]})")
+    counts = {"excluded": int(np.sum(seg["status"].values == "excluded")),
+              "from_level1": int(seg["from_level1"].values.sum()),
+              "allan": int(np.sum(seg["allan_scans"].values > 0))}
+    return _tables(seg, day), problems, notes, counts
+
+
 def level1_tsys(store):
     """The Tsys [K] (seg, receiver) and seg_segment of the store's level-1 segments table (lazy), or
     None when the store has no level-1 results (only ingested)."""
@@ -713,25 +748,58 @@ def level1_tsys(store):
     return t[["seg_segment", "tsys"]]
 
 
-def study(store, *, start=None, stop=None, client=None):
+BATCH_DAYS = 30  #: mission days per graph of a study (the client's graph and scheduler state stay bounded)
+
+
+def _batches(store, start, stop, batch_days):
+    """[start, stop) (MJD; None = open) cut at mission-day boundaries into windows of at most
+    ``batch_days`` days that hold segments of the store (from its eager segment index)."""
+    from reduce.io.store import Store
+    ids = np.asarray(Store(store).open_group().indexes["segment"])
+    days = np.unique(ids[K.day_candidates(ids, start, stop)] // 1000)
+    out = []
+    for first in range(0, len(days), batch_days) if days.size else []:
+        lo, hi = float(K.day_mjd(days[first])), float(K.day_mjd(days[min(first + batch_days, len(days)) - 1]) + 1.0)
+        out.append((lo if start is None else max(lo, start), hi if stop is None else min(hi, stop)))
+    return out or [(start, stop)]
+
+
+def study(store, *, start=None, stop=None, client=None, batch_days=BATCH_DAYS):
     """The SWAS stability study of ``store`` over first scans in [start, stop) (MJD; None =
     open), computed in one pass (``client``: a dask.distributed Client; None: the current
-    scheduler). Returns a reduce.stability.study.Study with tables swas_segments (one row per
-    segment calibrated; leading columns SEGMENT_COLUMNS), swas_flags_daily, swas_comb_lines,
-    swas_comb_sets, swas_allan, swas_correlations, the Series of each quantity, and one problem
-    line per segment that could not be calibrated. When the store holds level-1 results, their
-    Tsys is read in the same pass and set beside ours (tsys_level1_490_K, tsys_level1_550_K)."""
+    scheduler), one graph per ``batch_days`` mission days. Returns a reduce.stability.study.Study
+    with tables swas_segments (one row per segment calibrated; leading columns SEGMENT_COLUMNS),
+    swas_flags_daily, swas_comb_lines, swas_comb_sets, swas_allan, swas_correlations, the Series of
+    each quantity, and one problem line per segment that could not be calibrated. When the store
+    holds level-1 results, their Tsys is read in the same pass and set beside ours
+    (tsys_level1_490_K, tsys_level1_550_K).
+
+    Client memory: per batch the graph and the scheduler's state; the tables of every batch (the
+    study's result, ~2.5 kB per segment) are collected."""
+    import pandas as pd
+
     from reduce.stability.study import Study
 
-    seg = segment_dataset(store, start=start, stop=stop)
-    day = daily_flag_rates(seg)
+    sched = {"scheduler": client} if client is not None else {}
+    level1 = level1_units(store, Params())     # the unit records, read once
+    parts = []
+    for a, b in _batches(store, start, stop, batch_days):
+        seg = segment_dataset(store, start=a, stop=b, level1=level1)
+        day = daily_flag_rates(seg)
+        # one pass; the graph is already coarse (one task per store chunk), and dask's optimisation
+        # of the two collections together loses a key of the groupby (dask 2026.8). The per-segment
+        # arrays (~10 kB a segment, line and Allan arrays included) become the tables on a worker:
+        # the client receives the tables and the problem lines only
+        parts.append(dask.compute(dask.delayed(_summarise, pure=True)(seg, day), optimize_graph=False, **sched)[0])
+    tables = {name: pd.concat([p[0][name] for p in parts], ignore_index=True) for name in parts[0][0]}
+    tables["swas_correlations"] = _correlations(tables)
+    problems = [line for p in parts for line in p[1]]
+    notes = [line for p in parts for line in p[2]]
+    counts = {k: sum(p[3][k] for p in parts) for k in parts[0][3]}
+    del parts
     lv1 = level1_tsys(store)
-    # one pass; the graph is already coarse (one task per store chunk), and dask's optimisation
-    # of the two collections together loses a key of the groupby (dask 2026.8)
-    seg, day, lv1 = dask.compute(seg, day, lv1, optimize_graph=False,
-                                 **({"scheduler": client} if client is not None else {}))
-    tables = _tables(seg, day)
-    problems, notes = [], []
+    if lv1 is not None:
+        (lv1,) = dask.compute(lv1, **sched)
     if lv1 is not None:
         t = tables["swas_segments"]
         ids = {int(v): i for i, v in enumerate(lv1["seg_segment"].values)}
@@ -743,27 +811,17 @@ def study(store, *, start=None, stop=None, client=None):
         if both.any():
             ours = t[[f"tsys_{h}_K" for h in HALVES]].values[both]
             theirs = t[[f"tsys_level1_{h}_K" for h in HALVES]].values[both]
-            notes.append(f"level-1 results in the store for {int(both.sum())} of {len(t)} segments: Tsys agrees "
-                         f"within {np.nanmax(np.abs(ours / theirs - 1)):.1e} (relative)")
-    for i in range(seg.sizes["segment"]):
-        st = str(seg["status"].values[i])
-        sid = int(seg["segment"].values[i])
-        label = f"s{sid // 1000:04d}{sid % 1000:03d} {str(seg['object'].values[i])!r}"
-        if st == "failed":
-            problems.append(f"{label}: cannot be calibrated: {seg['reason'].values[i]}")
-        elif st == "excluded":
-            notes.append(f"{label}: excluded ({seg['reason'].values[i]})")
+            notes.insert(0, f"level-1 results in the store for {int(both.sum())} of {len(t)} segments: Tsys "
+                            f"agrees within {np.nanmax(np.abs(ours / theirs - 1)):.1e} (relative)")
     n_ok = len(tables["swas_segments"])
     notes.insert(0, f"SWAS: {n_ok} segments calibrated, {len(problems)} could not be, "
-                    f"{sum(1 for s in seg['status'].values if s == 'excluded')} special-mode segments excluded")
-    n_l1 = int(seg["from_level1"].values.sum())
-    if n_l1:
-        notes.append(f"pairing, COMB dispersion and flagging of {n_l1} segments taken from the store's level-1 "
-                     "results (same inputs and parameters), not redone")
-    na = int(np.sum(seg["allan_scans"].values > 0))
-    notes.append(f"Allan variances from {na} continuous OFF/ZERO runs of >= {MIN_ALLAN_SCANS} scans")
+                    f"{counts['excluded']} special-mode segments excluded")
+    if counts["from_level1"]:
+        notes.append(f"pairing, COMB dispersion and flagging of {counts['from_level1']} segments taken from the "
+                     "store's level-1 results (same inputs and parameters), not redone")
+    notes.append(f"Allan variances from {counts['allan']} continuous OFF/ZERO runs of >= {MIN_ALLAN_SCANS} scans")
     mj = tables["swas_segments"]["mjd"].values
     span = (start if start is not None else (float(mj.min()) if mj.size else None),
             stop if stop is not None else (float(mj.max()) if mj.size else None))
-    return Study(instrument="swas", tables=tables, series=_series(tables, seg), problems=problems, notes=notes,
+    return Study(instrument="swas", tables=tables, series=_series(tables), problems=problems, notes=notes,
                  span=span)

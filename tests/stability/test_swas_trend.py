@@ -259,3 +259,18 @@ def test_window_restricts_segments(mission):
     assert list(st.tables["swas_segments"]["segment"]) == [5002]
     st = S.study(mission["store"], start=DAY1 + 100.0)
     assert len(st.tables["swas_segments"]) == 0 and st.problems == []
+
+
+def test_batches_of_days_give_the_same_study(mission):
+    """One graph per mission day (batch_days=1: three graphs here) gives the same tables as one graph."""
+    import dask
+
+    with dask.config.set(scheduler="sync"):
+        one = S.study(mission["store"], batch_days=1)
+    whole = mission["study_l1"]                  # the store holds level-1 results by now
+    assert one.problems == whole.problems
+    for name, df in whole.tables.items():
+        assert list(one.tables[name].columns) == list(df.columns), name
+        np.testing.assert_array_equal(one.tables[name].to_numpy(dtype=str), df.to_numpy(dtype=str), err_msg=name)
+    assert S._batches(mission["store"], None, None, 1) == [(DAY1 + 4, DAY1 + 5), (DAY1 + 5, DAY1 + 6),
+                                                           (DAY1 + 6, DAY1 + 7)]
