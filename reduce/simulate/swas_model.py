@@ -8,8 +8,13 @@ import numpy as np
 import astropy.units as u
 from astropy.constants import c as C_LIGHT, h as H_PLANCK, k_B
 
-from reduce.simulate.swas_plan import REST_FREQ_HZ
 
+REST_FREQ_HZ = {  # ICD §1
+    "490LSB": 487.249376e9,   # O2
+    "490USB": 492.160651e9,   # C I
+    "550LSB": 550.926285e9,   # 13CO(5-4)
+    "550USB": 556.935988e9,   # H2O 1_10-1_01
+}
 NCHAN = 725
 CREF = 362
 HALVES = ("490", "550")

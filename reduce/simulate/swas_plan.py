@@ -14,16 +14,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from reduce.simulate import swas_model
+
 log = logging.getLogger(__name__)
 
 MODES = ("NOD", "CHOP", "CHOP_NOD", "MAP", "PLANCAL")
 BANDS = ("490LSB", "490USB", "550LSB", "550USB")
-REST_FREQ_HZ = {  # ICD §1
-    "490LSB": 487.249376e9,   # O2
-    "490USB": 492.160651e9,   # C I
-    "550LSB": 550.926285e9,   # 13CO(5-4)
-    "550USB": 556.935988e9,   # H2O 1_10-1_01
-}
+REST_FREQ_HZ = swas_model.REST_FREQ_HZ   # ICD §1, the lines of the four bands
 SPECIES = {"490LSB": "O2", "490USB": "CI", "550LSB": "13CO", "550USB": "H2O"}
 
 

@@ -297,7 +297,7 @@ def _hk_body(seg_id, *values, ids):
 
 def _level1_body(store, pairs_slot, segments_slot, *, crit):
     """Task body: one level-1 unit's results per segment, read from its slots (start, rows) of the
-    store's level-1 ``pairs`` and ``segments`` tables: {"segment": ids (s,), "reason": (s, 2) str,
+    store's level-1 ``pairs`` and ``segments`` tables: {"segment": ids (s,), "reason_l1": (s, 2) str,
     "disp", "comb_rms", "comb_nlines", "n_pairs", "noise_ratio", "pairs_tested", "pairs_spikes",
     "pairs_baseline": (s, 2[, 3]) as in FIELDS}."""
     from reduce.runner import read_slot
@@ -771,11 +771,12 @@ def study(store, *, start=None, stop=None, client=None, batch_days=BATCH_DAYS):
     with tables swas_segments (one row per segment calibrated; leading columns SEGMENT_COLUMNS),
     swas_flags_daily, swas_comb_lines, swas_comb_sets, swas_allan, swas_correlations, the Series of
     each quantity, and one problem line per segment that could not be calibrated. When the store
-    holds level-1 results, their Tsys is read in the same pass and set beside ours
+    holds level-1 results, their Tsys is read from the level-1 segments table and set beside ours
     (tsys_level1_490_K, tsys_level1_550_K).
 
-    Client memory: per batch the graph and the scheduler's state; the tables of every batch (the
-    study's result, ~2.5 kB per segment) are collected."""
+    Client memory: per batch the graph (and, with a LocalCluster, the scheduler's state); the
+    tables of every batch, the study's result (~6 kB per segment as pandas holds them), are
+    collected (benchmarks/bench_trend.py)."""
     import pandas as pd
 
     from reduce.stability.study import Study
