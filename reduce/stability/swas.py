@@ -448,7 +448,7 @@ def _level1_subset(level1, ids):
     return [slots[i] for i in units], sids[idx], first[idx]
 
 
-def segment_dataset(store, *, start=None, stop=None, params=None, level1=None):
+def segment_dataset(store, *, start=None, stop=None, params=None, level1=None, opened=None):
     """Lazy per-segment stability quantities (dask), dims (segment, receiver, coef, comb_set,
     comb_line, level); variables FIELDS (+ t_lo, t_mix (segment, receiver) [K]), units in attrs.
 
@@ -459,9 +459,10 @@ def segment_dataset(store, *, start=None, stop=None, params=None, level1=None):
     enough). Nothing is computed: the eager indexes time, segment and hk_time are read, and when the
     store has level-1 unit records, the per-segment variables of the level-1 unit plan (as a rerun of
     level 1 reads them: ids, first rows, SHA-256); ``level1``: :func:`level1_units` of the store,
-    when the caller has it already (a study in batches reads the unit records once)."""
+    when the caller has it already (a study in batches reads the unit records once); ``opened``:
+    :func:`_open` of the store, likewise (its eager indexes are read once)."""
     params = params or Params()
-    ds, lazy, hk = _open(store)
+    ds, lazy, hk = opened if opened is not None else _open(store)
     token = uuid.uuid4().hex[:10]
     seg_ids = np.asarray(ds.indexes["segment"]) if "segment" in ds.indexes else None
     if seg_ids is None:
@@ -751,11 +752,11 @@ def level1_tsys(store):
 BATCH_DAYS = 30  #: mission days per graph of a study (the client's graph and scheduler state stay bounded)
 
 
-def _batches(store, start, stop, batch_days):
+def _batches(ds, start, stop, batch_days):
     """[start, stop) (MJD; None = open) cut at mission-day boundaries into windows of at most
-    ``batch_days`` days that hold segments of the store (from its eager segment index)."""
-    from reduce.io.store import Store
-    ids = np.asarray(Store(store).open_group().indexes["segment"])
+    ``batch_days`` days that hold segments of the store whose root group (with its eager
+    indexes) is ``ds``."""
+    ids = np.asarray(ds.indexes["segment"])
     days = np.unique(ids[K.day_candidates(ids, start, stop)] // 1000)
     out = []
     for first in range(0, len(days), batch_days) if days.size else []:
@@ -783,9 +784,10 @@ def study(store, *, start=None, stop=None, client=None, batch_days=BATCH_DAYS):
 
     sched = {"scheduler": client} if client is not None else {}
     level1 = level1_units(store, Params())     # the unit records, read once
+    opened = _open(store)                      # the eager indexes, read once
     parts = []
-    for a, b in _batches(store, start, stop, batch_days):
-        seg = segment_dataset(store, start=a, stop=b, level1=level1)
+    for a, b in _batches(opened[0], start, stop, batch_days):
+        seg = segment_dataset(store, start=a, stop=b, level1=level1, opened=opened)
         day = daily_flag_rates(seg)
         # one pass; the graph is already coarse (one task per store chunk), and dask's optimisation
         # of the two collections together loses a key of the groupby (dask 2026.8). The per-segment

@@ -272,5 +272,5 @@ def test_batches_of_days_give_the_same_study(mission):
     for name, df in whole.tables.items():
         assert list(one.tables[name].columns) == list(df.columns), name
         np.testing.assert_array_equal(one.tables[name].to_numpy(dtype=str), df.to_numpy(dtype=str), err_msg=name)
-    assert S._batches(mission["store"], None, None, 1) == [(DAY1 + 4, DAY1 + 5), (DAY1 + 5, DAY1 + 6),
+    assert S._batches(S._open(mission["store"])[0], None, None, 1) == [(DAY1 + 4, DAY1 + 5), (DAY1 + 5, DAY1 + 6),
                                                            (DAY1 + 6, DAY1 + 7)]
