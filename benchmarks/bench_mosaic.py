@@ -2,6 +2,7 @@
 
     python benchmarks/bench_mosaic.py [--dces 1000] [--out bench-output/mosaic] [--offset-rms 0.5]
                                       [--exact-subset 100] [--memory-sizes 250] [--peers ...]
+                                      [--replicas 10] [--reuse]
 
 In one run, on one simulated 24 um scan map (``--dces`` DCEs in 8 legs; simulated, ingested and
 reduced to BCD FITS once, kept in OUT/d<N> and reused):
@@ -11,6 +12,10 @@ reduced to BCD FITS once, kept in OUT/d<N> and reused):
   - ``ours``: ``reduce.mosaic.files.mosaic_files([bcd_dir], out)`` (no client: one process, the
     unit computed with dask's synchronous scheduler): pointing refinement, background matching,
     outliers, drizzle;
+  - ``ours-cluster``: the same as ``skyreduce mosaic`` runs it, on a LocalCluster of one
+    single-threaded worker process per CPU (the unit's tasks spread over the workers by
+    ``reduce.runner.compute_graph``); peak memory is the sum of the peaks of the client and of
+    every worker process;
   - ``ours-store``: ``reduce.mosaic.pipeline.reduce_mips_level2(store, out, redo=True)``, the same
     from the store's BCD tables;
   - ``reproject``: ``reproject.mosaicking.reproject_and_coadd(..., reproject_interp,
@@ -36,7 +41,9 @@ reduced to BCD FITS once, kept in OUT/d<N> and reused):
   per-frame residual level (median of mosaic - truth within 40" of each frame's centre): its
   robust rms about the mean of its leg ("steps") and the rms of the 8 leg means ("seams");
 * memory of ours at the sizes ``--memory-sizes`` (the first K BCDs in time, the same tile size) and
-  at N, for the scaling to 10,000 BCDs; reproject at the smallest size and at N.
+  at N; reproject at the smallest size and at N; with ``--replicas K`` also ``ours-cluster`` on K
+  copies of the map side by side in declination (K x N BCDs, e.g. 10,000: ``replicate``), whose
+  memory against that at N shows what grows with the number of BCDs.
 
 Results: a table on stdout and OUT/mosaic-<N>.json. The machine's load average is printed: the
 times are worth their ratios within the run, not their absolute values.
@@ -143,6 +150,37 @@ def write_inputs(bcds, root: Path, offsets=None):
     return root / "ours", root / "masked"
 
 
+def replicate(bcds, k: int, dest: Path) -> Path:
+    """``k`` copies of the scan map side by side in declination (each moved by the map's extent in
+    declination plus 0.05 deg, so that the copies do not overlap): ``k * len(bcds)`` BCD files in
+    ``dest`` (copy j: AORKEY + j, CRVAL2 + j * step; companions linked under the new names). The
+    same frames per output tile as one map, ``k`` times the frames, pairs and tiles."""
+    import numpy as np
+    from astropy.io import fits
+    if (dest / "done").exists():
+        return dest
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    decs = np.array([b.wcs().wcs.crval[1] for b in bcds])
+    step = float(decs.max() - decs.min()) + 0.15
+    for j in range(k):
+        for b in bcds:
+            new = lambda name: name.replace(f"_{AORKEY}_", f"_{AORKEY + j}_")  # noqa: E731
+            with fits.open(b.path) as hdul:
+                h = hdul[0].header
+                h["CRVAL2"] = h["CRVAL2"] + j * step
+                h["AORKEY"] = AORKEY + j
+                for key in ("DEC_REF", "DEC_RQST", "DEC_SLT"):
+                    if key in h:
+                        h[key] = h[key] + j * step
+                hdul.writeto(dest / new(b.path.name))
+            for comp in (b.unc_path, b.mask_path):
+                if comp is not None:
+                    os.symlink(Path(comp).resolve(), dest / new(Path(comp).name))
+    (dest / "done").write_text("ok")
+    return dest
+
+
 def subset_dir(src: Path, bcds, k: int, dest: Path, masked=False) -> Path:
     """A folder of links to the first ``k`` BCDs (and companions) of ``src``."""
     if (dest / "done").exists():
@@ -164,6 +202,23 @@ def peer_ours(inp, out, **_):
     assert s.exit_code == 0, f"ours failed: {s.problems}"
     maic, = Path(out).glob("*_maic.fits")
     return {"image": str(maic), "coverage": str(maic).replace("_maic", "_mcov")}
+
+
+def peer_ours_cluster(inp, out, **_):
+    """``mosaic_files`` as ``skyreduce mosaic`` runs it: a LocalCluster of one single-threaded worker
+    process per CPU; the unit's graph spreads over the workers (``reduce.runner.compute_graph``).
+    Peak memory: the sum of the peaks (VmHWM) of this process and of every worker."""
+    from distributed import Client, LocalCluster
+
+    from reduce.mosaic.files import mosaic_files
+    with LocalCluster(n_workers=os.cpu_count(), threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        s = mosaic_files([inp], out, redo=True, report=lambda *a, **k: None, client=client)
+        assert s.exit_code == 0, f"ours (cluster) failed: {s.problems}"
+        workers = client.run(_vm_hwm_mb)
+    maic, = Path(out).glob("*_maic.fits")
+    return {"image": str(maic), "coverage": str(maic).replace("_maic", "_mcov"),
+            "workers_maxrss_mb": sorted(workers.values()), "sum_processes": True}
 
 
 def peer_ours_store(inp, out, **_):
@@ -228,7 +283,7 @@ def peer_montage(inp, out, header=None, **_):
             "messages": msgs, "overlaps": ndiff}
 
 
-PEERS = {"ours": peer_ours, "ours-store": peer_ours_store, "reproject": peer_reproject,
+PEERS = {"ours": peer_ours, "ours-cluster": peer_ours_cluster, "ours-store": peer_ours_store, "reproject": peer_reproject,
          "reproject-exact": lambda *a, **k: peer_reproject(*a, exact=True, **k), "montage": peer_montage}
 
 
@@ -239,7 +294,7 @@ def child_main(args):
     res = PEERS[name](inp, out, header=args.header)
     res["wall_s"] = time.perf_counter() - t0
     import resource
-    res["self_maxrss_mb"] = _vm_hwm_mb()
+    res["self_maxrss_mb"] = _vm_hwm_mb() + sum(res.get("workers_maxrss_mb", []))
     res["children_maxrss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     Path(result).write_text(json.dumps(res))
 
@@ -542,10 +597,14 @@ def main(argv=None):
     ap.add_argument("--offset-rms", type=float, default=0.5, help="per-frame offsets added, MJy/sr rms (0: none)")
     ap.add_argument("--exact-subset", type=int, default=100, help="frames for reproject_exact (0: skip)")
     ap.add_argument("--memory-sizes", default="250", help="smaller sizes (BCDs) for ours' memory scaling")
-    ap.add_argument("--peers", default="ours,ours-store,reproject,montage",
-                    help="peers of the full runs (comma-separated; default ours,ours-store,reproject,montage)")
+    ap.add_argument("--peers", default="ours,ours-cluster,ours-store,reproject,montage",
+                    help="peers of the full runs (comma-separated; default ours,ours-cluster,ours-store,reproject,"
+                         "montage)")
     ap.add_argument("--offset-peers", default="ours,reproject,montage",
                     help="peers of the run with offsets (ours always; default ours,reproject,montage)")
+    ap.add_argument("--replicas", type=int, default=0,
+                    help="also ours on REPLICAS copies of the map side by side (e.g. 10: 10,000 BCDs from 1,000), "
+                         "for memory at that size (0: skip)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse the peers' results already in OUT/runs-N (same inputs and code assumed)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
@@ -606,7 +665,9 @@ def main(argv=None):
     header = write_template(Path(res["ours"]["image"]), runs / "asis" / "template.hdr")
     ref_cov = fits.getdata(res["ours"]["coverage"]).astype(np.float64)
     for name in peers:
-        if name == "ours-store":
+        if name == "ours-cluster":
+            res[name] = run_peer(name, ours_in, runs / "asis" / name, report=report)
+        elif name == "ours-store":
             res[name] = run_peer(name, info["store"], runs / "asis" / name, report=report)
         elif name != "ours":
             res[name] = run_peer(name, masked, runs / "asis" / name, header=header, report=report)
@@ -647,6 +708,26 @@ def main(argv=None):
                                 "reproject_mb": (rr or {}).get("peak_rss_mb"), "reproject_s": (rr or {}).get("wall_s"),
                                 "grid": list(pl.grid.shape), "tiles": len(pl.bounds),
                                 "frames_per_tile_max": max(per_tile), "frames_per_tile_mean": float(np.mean(per_tile))}
+        dump()
+    # 3b. memory at REPLICAS x N BCDs (copies of the map side by side): ours on the cluster
+    if args.replicas > 1:
+        k = args.replicas
+        t0 = time.perf_counter()
+        rep = replicate(bcds, k, root / f"rep{k}")
+        report(f"[replicas] {k} x {len(bcds)} BCDs ready ({time.perf_counter() - t0:.0f} s)")
+        from reduce.mosaic.bcdfiles import find_bcds
+        rb, _ = find_bcds([rep])
+        pl = plan(FileFrames(tuple(rb)), "MIPS", 1, MosaicParams())
+        per_tile = [len(m) for m in pl.members]
+        r = run_peer("ours-cluster", rep, runs / "memory" / f"ours-cluster-{k * len(bcds)}", report=report)
+        results["memory"][f"cluster-{k * len(bcds)}"] = {
+            "ours_mb": r.get("peak_rss_mb"), "ours_s": r.get("wall_s"), "workers_mb": r.get("workers_maxrss_mb"),
+            "grid": list(pl.grid.shape), "tiles": len(pl.bounds), "frames_per_tile_max": max(per_tile),
+            "frames_per_tile_mean": float(np.mean(per_tile)), "pairs": int(len(pl.pairs))}
+        r1 = res.get("ours-cluster", {})
+        if not r1.get("failed") and r1:
+            results["memory"][f"cluster-{len(bcds)}"] = {"ours_mb": r1.get("peak_rss_mb"), "ours_s": r1.get("wall_s"),
+                                                         "workers_mb": r1.get("workers_maxrss_mb")}
         dump()
     # 4. a known additive offset per frame: ours on copies of the BCDs, the peers on the masked copies
     if args.offset_rms > 0:
@@ -699,9 +780,11 @@ def report_table(results, args, report=print):
         report(f"offsets ({args.offset_rms} MJy/sr rms per frame) left in {n}: " + (
             v["error"] if "error" in v else f"rms {v['diff_rms']:.2e}, max {v['diff_max']:.2e}, median "
             f"{v['diff_median']:+.2e}, per-frame rms {v['frame_level_rms']:.2e} MJy/sr"))
-    report("memory: " + "; ".join(f"{k} BCDs (at most {v['frames_per_tile_max']} frames on a tile): ours "
-                                  f"{_f(v['ours_mb'], '.0f')} MB"
-                                  + (f", reproject {_f(v['reproject_mb'], '.0f')} MB" if v["reproject_mb"] else "")
+    report("memory: " + "; ".join(f"{k} BCDs (at most {v.get('frames_per_tile_max', '-')} frames on a tile): ours "
+                                  f"{_f(v['ours_mb'], '.0f')} MB in {_f(v['ours_s'], '.0f')} s"
+                                  + (f" (workers {', '.join(_f(w, '.0f') for w in v['workers_mb'])} MB)"
+                                     if v.get("workers_mb") else "")
+                                  + (f", reproject {_f(v['reproject_mb'], '.0f')} MB" if v.get("reproject_mb") else "")
                                   for k, v in mem.items()))
 
 

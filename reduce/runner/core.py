@@ -342,6 +342,23 @@ def _run_unit(pipeline: Pipeline, store, out, unit: Unit, slots: dict, token: st
     return {k: rec[k] for k in _SUMMARY_KEYS}
 
 
+def compute_graph(*graphs):
+    """Compute a unit's own lazy graph(s) from inside ``Pipeline.compute_unit``: a tuple of results.
+
+    On a dask worker (a run with a client) the graph's tasks go to the whole cluster, and the
+    unit's task secedes from its worker's thread pool while it waits (``worker_client``): a unit
+    bigger than one core, such as a mosaic of thousands of BCDs, uses every worker. Without a
+    worker (a run without a client, tests) it is computed here, synchronously."""
+    try:
+        from distributed import get_worker, worker_client
+        get_worker()
+    except (ImportError, ValueError):
+        with dask.config.set(scheduler="sync"):
+            return dask.compute(*graphs)
+    with worker_client() as client:
+        return tuple(client.gather(client.compute(list(graphs))))
+
+
 class _Lost(Exception):
     """A unit whose worker died too often: failed without computing."""
 

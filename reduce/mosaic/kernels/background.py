@@ -24,7 +24,7 @@ from scipy import ndimage
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import splu
 
-from reduce.mosaic.kernels.frames import Frame
+from reduce.mosaic.kernels.frames import Frame, pixel_map
 
 __all__ = ["overlap_pairs", "pair_correlation", "source_mask", "pair_difference", "solve_offsets"]
 
@@ -270,14 +270,8 @@ def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixel
     nan = (np.nan, np.nan, 0)
     if len(xi) == 0 or not ok_j.any():
         return nan
-    ra, dec = fi.wcs.all_pix2world(xi.astype(float), yi.astype(float), 0)
-    # cheap cull before the iterative SIP inverse: linear (TAN) inverse, 2 px margin
-    xl, yl = fj.wcs.wcs_world2pix(ra, dec, 0)
-    near = (xl > -2) & (xl < nxj + 1) & (yl > -2) & (yl < nyj + 1)
-    if not near.any():
-        return nan
-    xi, yi, ra, dec = xi[near], yi[near], ra[near], dec[near]
-    xj, yj = fj.wcs.all_world2pix(ra, dec, 0, quiet=True)
+    jmap = pixel_map(fi.wcs, fj.wcs, fi.shape)
+    xj, yj = jmap[yi, xi, 0], jmap[yi, xi, 1]
     inside = (xj >= -0.5) & (xj <= nxj - 0.5) & (yj >= -0.5) & (yj <= nyj - 0.5)
     # within half a pixel of j's edge: the edge pixel's value (nearest extension)
     xi, yi = xi[inside], yi[inside]

@@ -57,7 +57,7 @@ import numpy as np
 from astropy.stats import mad_std
 from scipy import ndimage
 
-from .frames import Grid, Frame, footprint, pixel_centres, pixmap
+from .frames import Grid, Frame, footprint, pixel_map, pixmap
 
 __all__ = ["stack_statistics", "time_split", "TimeSplit", "flag_frame", "MAD_DEPTH", "SCALE"]
 
@@ -109,26 +109,34 @@ def _keys_weights(t):
     return np.where(d <= 1, 1.5 * d ** 3 - 2.5 * d ** 2 + 1, -0.5 * d ** 3 + 2.5 * d ** 2 - 4 * d + 2)
 
 
-def _cubic_conv(values, valid, y, x):
-    """Keys' cubic convolution of ``values`` at (y, x): a local 4x4 interpolating kernel
-    (no prefilter, so a cut-out with a margin of >= 2 pixels gives the same values as the
-    whole array); NaN where any of the 16 taps is not ``valid`` or outside the array."""
-    ny, nx = values.shape
-    y = np.nan_to_num(y, nan=-10.0)
-    x = np.nan_to_num(x, nan=-10.0)
+def _taps(shape, y, x):
+    """The 16 taps of Keys' cubic convolution at (y, x) on an array of ``shape``: (flat index
+    (16, ...) clipped into the array, weight (16, ...), inside (16, ...) bool). Computed once
+    per frame and used for every array blotted to its pixels."""
+    ny, nx = shape
+    y = np.nan_to_num(np.asarray(y, np.float64), nan=-10.0)
+    x = np.nan_to_num(np.asarray(x, np.float64), nan=-10.0)
     y0, x0 = np.floor(y), np.floor(x)
     wy, wx = _keys_weights(y - y0), _keys_weights(x - x0)
-    y0, x0 = y0.astype(int) - 1, x0.astype(int) - 1
-    v = np.where(valid, values, 0.0)
-    out = np.zeros(y.shape)
-    ok = np.ones(y.shape, bool)
-    for j in range(4):
-        iy = y0 + j
-        for i in range(4):
-            ix = x0 + i
-            iyc, ixc = np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)
-            ok &= (iy == iyc) & (ix == ixc) & valid[iyc, ixc]
-            out += wy[j] * wx[i] * v[iyc, ixc]
+    iy = y0.astype(np.int64)[None] - 1 + np.arange(4).reshape((4,) + (1,) * y.ndim)
+    ix = x0.astype(np.int64)[None] - 1 + np.arange(4).reshape((4,) + (1,) * x.ndim)
+    iny, inx = (iy >= 0) & (iy < ny), (ix >= 0) & (ix < nx)
+    iyc, ixc = np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)
+    idx = (iyc[:, None] * nx + ixc[None, :]).reshape((16,) + y.shape)
+    w = (wy[:, None] * wx[None, :]).reshape((16,) + y.shape)
+    inside = (iny[:, None] & inx[None, :]).reshape((16,) + y.shape)
+    return idx, w, inside
+
+
+def _cubic_conv(values, valid, y, x, taps=None):
+    """Keys' cubic convolution of ``values`` at (y, x): a local 4x4 interpolating kernel
+    (no prefilter, so a cut-out with a margin of >= 2 pixels gives the same values as the
+    whole array); NaN where any of the 16 taps is not ``valid`` or outside the array.
+    ``taps``: ``_taps(values.shape, y, x)`` when already computed."""
+    idx, w, inside = taps if taps is not None else _taps(values.shape, y, x)
+    v = np.where(valid, values, 0.0).ravel()
+    ok = (inside & np.asarray(valid).ravel()[idx]).all(axis=0)
+    out = np.einsum("k...,k...->...", w, v[idx])
     return np.where(ok, out, np.nan)
 
 
@@ -156,8 +164,6 @@ def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth
     """
     ny, nx = tile.shape
     offsets = [0.0] * len(frames) if offsets is None else offsets
-    gx, gy = pixel_centres(tile.shape)
-    ra, dec = tile.wcs.all_pix2world(gx, gy, 0)
     vals, uncs, kept = [], [], []
     for k, (f, off) in enumerate(zip(frames, offsets)):
         # bounding box of the frame on the tile (+2 px against SIP curvature and rounding)
@@ -166,7 +172,8 @@ def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth
         y0, y1 = max(int(np.floor(cy.min())) - 2, 0), min(int(np.ceil(cy.max())) + 3, ny)
         if x0 >= x1 or y0 >= y1:
             continue
-        fx, fy = f.wcs.all_world2pix(ra[y0:y1, x0:x1], dec[y0:y1, x0:x1], 0, quiet=True)
+        fmap = pixel_map(tile.wcs, f.wcs, (y1 - y0, x1 - x0), origin=(y0, x0))
+        fx, fy = fmap[..., 0], fmap[..., 1]
         use = _usable(f)
         v = np.full(tile.shape, np.nan, np.float32)
         u = np.full(tile.shape, np.nan, np.float32)
@@ -250,14 +257,17 @@ def _sharp(excess, sharp):
     return np.partition(nb, 6, axis=0)[6] < sharp * excess
 
 
-def _blot(values, have, y, x, order):
+def _blot(values, have, y, x, order, taps=None):
     """``values`` (grid) at the frame pixels (y, x): Keys' cubic convolution (``order`` 3), bilinear
-    next to grid pixels without a value and everywhere with ``order`` 1."""
+    next to grid pixels without a value and everywhere with ``order`` 1. ``taps``: see
+    ``_cubic_conv``."""
     v = np.asarray(values, np.float64)
-    out = _interp(v, have, y, x)
-    if order == 3:
-        cubic = _cubic_conv(v, have, y, x)
-        out = np.where(np.isfinite(cubic), cubic, out)
+    if order != 3:
+        return _interp(v, have, y, x)
+    out = _cubic_conv(v, have, y, x, taps)
+    miss = ~np.isfinite(out)
+    if miss.any():
+        out[miss] = _interp(v, have, y[miss], x[miss])
     return out
 
 
@@ -306,7 +316,8 @@ def flag_frame(frame: Frame, offset, grid: Grid, median, sigma, depth, *, nsigma
     y, x = pm[..., 1], pm[..., 0]
     depth = np.asarray(depth)
     have = (depth > 0) & np.isfinite(median) & np.isfinite(sigma)
-    blot = _blot(median, have, y, x, order)
+    taps = _taps(median.shape, y, x) if order == 3 else None
+    blot = _blot(median, have, y, x, order, taps)
     scale = SCALE[order] if scale is None else scale
     sig = _interp(np.asarray(sigma, np.float64), have, y, x)
     dep = np.where(np.isfinite(blot), ndimage.map_coordinates(
@@ -325,7 +336,8 @@ def flag_frame(frame: Frame, offset, grid: Grid, median, sigma, depth, *, nsigma
         t_split = near(np.nan_to_num(split.t_split, nan=0.0))
         third = np.where(np.isfinite(blot), near(split.third), 0)
         ok = have & np.isfinite(split.early) & np.isfinite(split.late)
-        other = np.where(time <= t_split, _blot(split.late, ok, y, x, order), _blot(split.early, ok, y, x, order))
+        other = np.where(time <= t_split, _blot(split.late, ok, y, x, order, taps),
+                         _blot(split.early, ok, y, x, order, taps))
         # the scatter of one sample from the frame's own uncertainty: the stack's MAD is inflated
         # by the very object this test looks for (7x at the peak of a slow asteroid)
         hi, lo = _temporal(data, unc, other, unc, third, temporal & (third >= min_depth) & np.isfinite(other),

@@ -11,7 +11,8 @@ from . import frames as F
 
 
 def _pair_block(src, pairs, pointing, min_pixels, nsigma, dilate_px):
-    need = sorted({int(p) for pair in pairs for p in pair})
+    pairs = [(int(i), int(j)) for i, j in pairs]      # (m, 2) array: not a list, which dask would walk
+    need = sorted({p for pair in pairs for p in pair})
     frames = {f.meta["position"]: f for f in F.load(src, need, pointing)}
     masks = {p: K.source_mask(f.image, f.unc, f.good, nsigma=nsigma, dilate_px=dilate_px)
              for p, f in frames.items() if f.wcs is not None and f.good.any()}
@@ -38,10 +39,10 @@ def match(src, pairs, n, pointing, footprints, *, enabled=True, block=256, min_p
     correlation of pair differences that share a frame, for the offsets' sigmas)."""
     if not enabled or len(pairs) == 0:
         return dask.delayed(_zero)(n, len(pairs))
-    parts = [dask.delayed(_pair_block, pure=True)(src, [tuple(map(int, p)) for p in pairs[a:a + block]], pointing,
+    parts = [dask.delayed(_pair_block, pure=True)(src, np.asarray(pairs[a:a + block], np.int64), pointing,
                                                  min_pixels, nsigma, dilate_px)
              for a in range(0, len(pairs), block)]
-    return dask.delayed(_solve, pure=True)(n, [tuple(map(int, p)) for p in pairs], parts, footprints)
+    return dask.delayed(_solve, pure=True)(n, np.asarray(pairs, np.int64), parts, footprints)
 
 
 def _zero(n, npairs):

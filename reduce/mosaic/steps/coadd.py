@@ -15,10 +15,11 @@ from . import images
 
 def _filtered(frames, store, key):
     """``frames`` with their image, unc and good replaced by the filtered ones."""
-    for f in frames:
-        p = f.meta["position"]
-        f.image = images.read(store, key, "filtered", (p,)).astype(np.float64)
-        f.unc = images.read(store, key, "filtered_unc", (p,)).astype(np.float64)
+    pos = [f.meta["position"] for f in frames]
+    image, unc = (images.read_frames(store, key, n, pos) if pos else [] for n in ("filtered", "filtered_unc"))
+    for j, f in enumerate(frames):
+        f.image = image[j].astype(np.float64)
+        f.unc = unc[j].astype(np.float64)
         f.good = np.asarray(f.good, bool) & np.isfinite(f.image) & np.isfinite(f.unc) & (f.unc > 0)
     return frames
 
@@ -29,7 +30,8 @@ def _tile(src, store, key, members, bound, grid, pointing, background, pixfrac, 
         frames = F.usable(_filtered(F.load(src, members, pointing), store, key))
     else:
         frames = F.usable(F.load(src, members, pointing, background))
-    rejects = [images.read(store, key, "rejected", (f.meta["position"],)).astype(bool) for f in frames]
+    rejects = list(images.read_frames(store, key, "rejected", [f.meta["position"] for f in frames]).astype(bool)
+                   if frames else [])
     if frames:
         sci, unc, cov = K.coadd_tile(grid.tile(y0, y1, x0, x1), frames, None, rejects, pixfrac=pixfrac)
     else:
@@ -45,6 +47,6 @@ def _tile(src, store, key, members, bound, grid, pointing, background, pixfrac, 
 def coadd(src, store, key, grid, bounds, members, pointing, background, *, pixfrac, ready, filtered=False):
     """Lazy list of the pixels with data per tile (the tiles themselves go to zarr);
     ``filtered``: the filtered mosaic (``background`` not used)."""
-    return [dask.delayed(_tile, pure=True)(src, store, key, list(map(int, members[t])), bounds[t], grid, pointing,
+    return [dask.delayed(_tile, pure=True)(src, store, key, np.asarray(members[t], np.int64), bounds[t], grid, pointing,
                                            None if filtered else background, pixfrac, ready, filtered)
             for t in range(len(bounds))]

@@ -55,6 +55,14 @@ def read(store, key, name, region=()):
         return zarr.open_array(str(store), path=f"{group_path(key)}/{name}", mode="r")[region]
 
 
+def read_frames(store, key, name, positions):
+    """The (frame, y, x) array ``name`` at the frame ``positions``, in one read (len(positions), ny, nx)."""
+    import numpy as np
+    with _quiet_zarr():
+        arr = zarr.open_array(str(store), path=f"{group_path(key)}/{name}", mode="r")
+        return arr.get_orthogonal_selection((np.asarray(positions, np.int64),))
+
+
 def attrs(store, key) -> dict:
     with _quiet_zarr():
         return dict(zarr.open_group(str(store), path=group_path(key), mode="r").attrs)

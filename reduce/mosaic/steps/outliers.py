@@ -60,29 +60,43 @@ def _flag_block(src, store, key, positions, grid, pointing, background, params, 
     counts = {}
     frames = F.load(src, positions, pointing, background)
     masks = np.zeros((len(positions),) + (frames[0].shape if frames else (0, 0)), np.uint8)
+    boxes = {}
     for j, f in enumerate(frames):
-        p = f.meta["position"]
         if f.wcs is None or not f.good.any():
-            counts[p] = 0
+            counts[f.meta["position"]] = 0
             continue
         corners = np.array(grid.wcs.all_world2pix(*footprint(f.wcs, f.shape).T, 0)).T
-        x0 = int(max(np.floor(corners[:, 0].min()) - 2, 0))
-        x1 = int(min(np.ceil(corners[:, 0].max()) + 3, grid.shape[1]))
-        y0 = int(max(np.floor(corners[:, 1].min()) - 2, 0))
-        y1 = int(min(np.ceil(corners[:, 1].max()) + 3, grid.shape[0]))
-        region = (slice(y0, y1), slice(x0, x1))
-        cut = grid.tile(y0, y1, x0, x1)
-        med, sig, dep = (images.read(store, key, n, region) for n in ("median", "mad", "depth"))
-        split = None if times is None else K.TimeSplit(*(images.read(store, key, n, region) for n in SPLIT))
-        rej = K.flag_frame(f, 0.0, cut, med, sig, dep, nsigma=params.outlier_nsigma,
+        boxes[j] = (int(max(np.floor(corners[:, 1].min()) - 2, 0)),
+                    int(min(np.ceil(corners[:, 1].max()) + 3, grid.shape[0])),
+                    int(max(np.floor(corners[:, 0].min()) - 2, 0)),
+                    int(min(np.ceil(corners[:, 0].max()) + 3, grid.shape[1])))
+    if boxes:
+        # one read of each array over the block's frames (consecutive in time: close on the sky)
+        b = np.array(list(boxes.values()))
+        Y0, Y1, X0, X1 = int(b[:, 0].min()), int(b[:, 1].max()), int(b[:, 2].min()), int(b[:, 3].max())
+        names = ("median", "mad", "depth") + (() if times is None else SPLIT)
+        cut = {n: images.read(store, key, n, (slice(Y0, Y1), slice(X0, X1))) for n in names}
+    for j, (y0, y1, x0, x1) in boxes.items():
+        f = frames[j]
+        p = f.meta["position"]
+        region = (slice(y0 - Y0, y1 - Y0), slice(x0 - X0, x1 - X0))
+        med, sig, dep = (cut[n][region] for n in ("median", "mad", "depth"))
+        split = None if times is None else K.TimeSplit(*(cut[n][region] for n in SPLIT))
+        rej = K.flag_frame(f, 0.0, grid.tile(y0, y1, x0, x1), med, sig, dep, nsigma=params.outlier_nsigma,
                            min_depth=params.outlier_min_depth, dual=params.outlier_dual, sharp=sharp,
                            scale=_scale(pointing, p, *ptg), time=None if times is None else times[p],
                            split=split) & f.good
         masks[j] = rej
         counts[p] = int(rej.sum())
-    for j, p in enumerate(positions):
-        if masks[j].any():
-            images.write(store, key, "rejected", (p,), masks[j])
+    if masks.any():
+        # the block is one chunk of ``rejected`` (chunk_blocks): one write
+        pos = np.asarray(positions, np.int64)
+        if np.all(np.diff(pos) == 1):
+            images.write(store, key, "rejected", (slice(int(pos[0]), int(pos[-1]) + 1),), masks)
+        else:
+            for j, p in enumerate(pos):
+                if masks[j].any():
+                    images.write(store, key, "rejected", (int(p),), masks[j])
     return counts
 
 
@@ -95,7 +109,7 @@ def reject(src, store, key, positions, grid, bounds, members, pointing, backgrou
     sharp = 0.4 if fwhm_px >= 2.3 else 0.3
     if not params.outliers:
         return dask.delayed(dict)()
-    tiles = [dask.delayed(_median_tile, pure=True)(src, store, key, list(map(int, members[t])), bounds[t], grid,
+    tiles = [dask.delayed(_median_tile, pure=True)(src, store, key, np.asarray(members[t], np.int64), bounds[t], grid,
                                                    pointing, background, times, ready)
              for t in range(len(bounds)) if len(members[t])]
     ptg = (pointing_sigma_arcsec, pixel_arcsec)
