@@ -86,7 +86,8 @@ clouds, gradients}, "movers": {model, ra, dec, mjd0, rate_east, rate_north, flux
 "drift_dn_per_day": {chnl: DN/day}, "mission_mjd0", "pixel_sigma_dn"} (mips_dce.mission_truth),
 "si": {"droop", "jailbar", "jbthresh"} (the 24 um droop coefficient and jailbar amplitude, constant),
 "arrays": {chnl: {band_um, pointing_sigma_arcsec, settle_sigma_arcsec_per_axis, fwhm_arcsec,
-cr_rate_per_pixel_s}}, "aors": [AorSpec fields],
+cr_rate_per_pixel_s}}, "aors": [AorSpec fields], "injected_sources": {first, count} (only when
+simulate_mips got extra_sources: sources[first:first + count] are the injected ones),
 "dces": [one entry per raw file: file, chnl, aorkey, expid, dcenum, index, mjd, ra, dec, pa
 (true array-centre pointing), ra_ref, dec_ref, ra_rqst, dec_rqst, exptime, nreads, stim,
 resp, droop [DN/s], jailbar [DN/s], zero_level [DN, Ge: mean first-read level incl. drift],
@@ -372,11 +373,16 @@ def _ge(aor, chnl, c, sky_rate, rdn, r_noise, r_cr, resp, stim, *, zero=0.0):
     return reads, extra
 
 
-def make_mips_sky(specs, *, seed=0):
+def make_mips_sky(specs, *, seed=0, extra_sources=None):
     """The truth sky that simulate_mips uses for these AOR specs (mips_sky.Sky): the static
     sky of every AOR's field (make_sky) plus, per MipsScan AOR, a background gradient and a
-    moving object (drawn from their own random streams: the rest of the sky is unchanged)."""
+    moving object (drawn from their own random streams: the rest of the sky is unchanged).
+    ``extra_sources``: injected point sources, a dict of equal-length sequences ra, dec (deg),
+    flux24, flux70, flux160 (Jy), appended after the drawn catalogue (None: none)."""
     sky = make_sky(_fields(specs), seed=seed)
+    if extra_sources is not None:
+        sky = dataclasses.replace(sky, sources={k: np.concatenate([v, np.asarray(extra_sources[k], float)])
+                                                for k, v in sky.sources.items()})
     grads, movers = [], []
     for i, s in enumerate(specs):
         if s.aot_type == "MipsScan":
@@ -482,7 +488,7 @@ def _truth_meta(specs, sky, seed, calvers):
 
 
 def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="sim-1", progress=False,
-                  sed_specs=None, sed_tilt=0.02) -> dict:
+                  sed_specs=None, sed_tilt=0.02, extra_sources=None) -> dict:
     """Write cal/, raw DCE files and truth into ``outdir``; deterministic in ``seed``.
 
     Also always writes the SED calibration files (mips_sed.write_sed_calibration, TILT
@@ -492,6 +498,10 @@ def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="s
     cluster (each writes its own files); else serially. Returns {"files": [paths],
     "cal": {name: path} (imaging), "sed_cal": {name: path}, "truth": json path, "bytes": total
     bytes written}.
+
+    ``extra_sources`` (default None: none): injected point sources (make_mips_sky), the last
+    entries of the truth catalogue; the truth JSON then also has "injected_sources": {"first":
+    index of the first, "count"}.
     """
     from . import mips_sed
     outdir = Path(outdir)
@@ -505,7 +515,7 @@ def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="s
     cal = load_calibration(outdir / "cal")
     sed_cal_paths = mips_sed.write_sed_calibration(outdir, seed=seed, calvers=calvers, tilt=sed_tilt)
     sed_cal = mips_sed.load_sed_cal(outdir / "cal")
-    sky = make_mips_sky(specs, seed=seed)
+    sky = make_mips_sky(specs, seed=seed, extra_sources=extra_sources)
     groups = list(_groups(specs))
     sed_groups = list(mips_sed.sed_groups(sed_specs, GROUP_SIZE))
     kw = {"outdir": str(outdir), "seed": seed}
@@ -525,6 +535,9 @@ def simulate_mips(outdir, *, aors=2, seed=0, specs=None, client=None, calvers="s
                     pass
         results = (f.result() for f in futs)
     meta = _truth_meta(specs, sky, seed, calvers)
+    if extra_sources is not None:
+        k = len(np.asarray(extra_sources["ra"]))
+        meta["injected_sources"] = {"first": len(sky.sources["ra"]) - k, "count": k}
     dces, files, nbytes = [], [], 0
     npz_path = outdir / "mips_truth.npz"
     with atomic_path(npz_path) as tmp, zipfile.ZipFile(tmp, "w") as zf:

@@ -334,3 +334,23 @@ def test_slow_mover_rejected_by_the_time_split():
     hits = sum(b[c > 5 * SIG].sum() for b, c in zip(both, crs)) / sum((c > 5 * SIG).sum() for c in crs)
     assert hits >= 0.99, hits
     assert time_split(np.zeros((0, 2, 2), np.float32), []).third.sum() == 0
+
+
+def test_nanmedian0_equals_numpy_and_astropy():
+    """The stack median and MAD of stack_statistics (one sort along the frames) are bit for bit
+    np.nanmedian(axis=0) and astropy's mad_std(ignore_nan=True), NaN where a pixel has no sample."""
+    import warnings
+    from astropy.stats import mad_std
+    from reduce.mosaic.kernels.outliers import _mad_std0, nanmedian0
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 8, 41):
+        c = (rng.normal(20.0, 5.0, size=(n, 30, 40))).astype(np.float32)
+        c[rng.random(c.shape) < 0.3] = np.nan
+        c[:, 0, 0] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ref, ref_mad = np.nanmedian(c, axis=0), mad_std(c, axis=0, ignore_nan=True)
+        med = nanmedian0(c)
+        assert med.dtype == np.float32 and np.isnan(med[0, 0])
+        np.testing.assert_array_equal(med, ref)
+        np.testing.assert_array_equal(_mad_std0(c, med), ref_mad.astype(np.float32))

@@ -278,31 +278,33 @@ def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixel
     xj, yj = np.clip(xj[inside], 0, nxj - 1), np.clip(yj[inside], 0, nyj - 1)
     if len(xi) == 0:
         return nan
-    bad_j = ndimage.map_coordinates((~ok_j).astype(np.float64), [yj, xj], order=1,
-                                    mode="nearest")
-    use = bad_j < 1e-9
-    xi, yi, xj, yj = xi[use], yi[use], xj[use], yj[use]
+    # bilinear taps of j at (yj, xj) (as map_coordinates order 1, mode "nearest", on the clipped points)
+    x0 = np.minimum(np.floor(xj).astype(np.int64), max(nxj - 2, 0))
+    y0 = np.minimum(np.floor(yj).astype(np.int64), max(nyj - 2, 0))
+    fx, fy = xj - x0, yj - y0
+    taps = [(np.minimum(y0 + dy, nyj - 1) * nxj + np.minimum(x0 + dx, nxj - 1), w)
+            for dy, dx, w in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)),
+                              (1, 0, (1 - fx) * fy), (1, 1, fx * fy))]
+    bad_flat = (~ok_j).ravel()
+    use = sum(w * bad_flat[k] for k, w in taps) < 1e-9     # every tap with weight good and unmasked
+    xi, yi = xi[use], yi[use]
+    taps = [(k[use], w[use]) for k, w in taps]
     npix = len(xi)
     if npix < min_pixels:
         return np.nan, np.nan, npix
-    img_j = np.where(ok_j, fj.image, 0.0)
-    d = fi.image[yi, xi] - ndimage.map_coordinates(img_j, [yj, xj], order=1, mode="nearest")
+    img_j = np.where(ok_j, fj.image, 0.0).ravel()
+    d = fi.image[yi, xi] - sum(w * img_j[k] for k, w in taps)
     diff = float(np.median(d))
     mad = float(np.median(np.abs(d - diff)))
     # correlation factor R of the bilinear interpolation (see docstring)
     ui2 = _var(fi.unc)[yi, xi]
-    uj2 = _var(fj.unc)
-    x0 = np.minimum(np.floor(xj).astype(np.int64), max(nxj - 2, 0))
-    y0 = np.minimum(np.floor(yj).astype(np.int64), max(nyj - 2, 0))
-    fx, fy = xj - x0, yj - y0
+    uj2 = _var(fj.unc).ravel()
     csum = np.zeros(nyj * nxj)
     w2 = np.zeros(npix)
-    for dy, dx, w in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)),
-                      (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
-        k = np.minimum(y0 + dy, nyj - 1) * nxj + np.minimum(x0 + dx, nxj - 1)
+    for k, w in taps:
         csum += np.bincount(k, w, minlength=nyj * nxj)
-        w2 += w**2 * uj2.ravel()[k]
-    var_i, var_j = ui2.sum(), (csum**2 * uj2.ravel()).sum()
+        w2 += w**2 * uj2[k]
+    var_i, var_j = ui2.sum(), (csum**2 * uj2).sum()
     r = (MEDIAN_SE**2 * var_i + var_j) / (ui2 + w2).sum()
     sigma = MAD_SIGMA * mad * np.sqrt(r / npix)
     return diff, float(sigma), npix
