@@ -48,6 +48,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -134,8 +135,8 @@ class BcdFile:
         return self.instrument, self.chnlnum
 
     def wcs(self) -> WCS:
-        """The 2-axis celestial WCS (origin 0 in ``all_pix2world(x, y, 0)``)."""
-        return wcs_from_cards(fits.Header.fromstring(self.wcs_header, sep="\n"))
+        """The 2-axis celestial WCS (origin 0 in ``all_pix2world(x, y, 0)``), a copy of its own."""
+        return _wcs_of_text(self.wcs_header).deepcopy()
 
 
 # ------------------------------------------------------------------ header level
@@ -157,6 +158,12 @@ def wcs_cards(header):
     """The WCS cards of ``header`` (CTYPE, CRPIX, CRVAL, CD/PC/CDELT, SIP, RADESYS, ...) as a
     Header, in the file's own spelling."""
     return fits.Header([c for c in header.cards if _WCS_KEY.match(c.keyword)])
+
+
+@lru_cache(maxsize=4096)
+def _wcs_of_text(text):
+    """The WCS of a header text of WCS cards, parsed once (callers get deep copies)."""
+    return wcs_from_cards(fits.Header.fromstring(text, sep="\n"))
 
 
 def wcs_from_cards(h):
@@ -383,9 +390,12 @@ def _read_image(path):
         hdu = _image_hdu(hdul)
         if hdu is None:
             raise ValueError("no image (no HDU with NAXIS >= 2)")
-        header = hdu.header.copy()
-        for key in ("BUNIT", "FLUXCONV", "GAIN", "RONOISE", "EXPTIME"):
-            if key not in header and key in hdul[0].header:
+        header = hdu.header
+        missing = [k for k in ("BUNIT", "FLUXCONV", "GAIN", "RONOISE", "EXPTIME")
+                   if k not in header and k in hdul[0].header] if hdu is not hdul[0] else []
+        if missing:                  # a copy only then (copying a header was a third of reading a BCD)
+            header = header.copy()
+            for key in missing:
                 header[key] = hdul[0].header[key]
         return np.asarray(hdu.data), header
 

@@ -155,7 +155,7 @@ def build(plan_: Plan, store, key, params: MosaicParams, refcat=None):
                                    params, block=params.frame_block, fwhm_px=p.fwhm_px,
                                    times=times if params.outlier_time_split and np.isfinite(times).all() else None,
                                    pointing_sigma_arcsec=POINTING_SIGMA[key_], pixel_arcsec=p.pixel_arcsec,
-                                   ready=ready)
+                                   ready=ready, footprints=p.footprints)
     tiles = coadd_step.coadd(src, str(store), key, p.grid, p.bounds, p.members, sol, bg, pixfrac=params.pixfrac,
                              ready=[ready, rejected])
     ftiles = []

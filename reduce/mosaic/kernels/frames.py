@@ -109,15 +109,17 @@ def footprint(wcs: WCS, shape):
 
 def shift_wcs(wcs: WCS, d_east: float, d_north: float) -> WCS:
     """A copy of ``wcs`` whose sky positions are moved by ``d_east``, ``d_north`` arcsec on the
-    tangent plane at CRVAL (exact for the small offsets of pointing refinement)."""
-    from astropy.coordinates import SkyCoord
-    import astropy.units as u
+    tangent plane at CRVAL: CRVAL becomes the sky position of the tangent-plane point (xi, eta)
+    = (d_east, d_north) (the inverse gnomonic projection; numpy, as it runs for every frame in
+    every step)."""
     out = wcs.deepcopy()
-    c = SkyCoord(out.wcs.crval[0] * u.deg, out.wcs.crval[1] * u.deg, frame="icrs")
-    sep = np.hypot(d_east, d_north)
-    if sep == 0:
+    if d_east == 0 and d_north == 0:
         return out
-    moved = c.directional_offset_by(np.arctan2(d_east, d_north) * u.rad, sep * u.arcsec)
-    out.wcs.crval = [moved.ra.deg, moved.dec.deg]
+    ra0, dec0 = np.radians(out.wcs.crval[0]), np.radians(out.wcs.crval[1])
+    xi, eta = np.radians(d_east / 3600.0), np.radians(d_north / 3600.0)
+    den = np.cos(dec0) - eta * np.sin(dec0)
+    ra = ra0 + np.arctan2(xi, den)
+    dec = np.arctan2(np.sin(dec0) + eta * np.cos(dec0), np.hypot(xi, den))
+    out.wcs.crval = [float(np.degrees(ra) % 360.0), float(np.degrees(dec))]
     out.wcs.set()
     return out

@@ -101,6 +101,33 @@ def _interp(values, valid, y, x, order=1):
     return out
 
 
+SPLINE_PAD = 12  # pixels: scipy's own edge padding before the spline prefilter (mode "nearest")
+
+
+class _Spline:
+    """The cubic B-spline of one frame's ``values`` (invalid pixels filled with their nearest
+    valid neighbour), prefiltered once: ``sample(y, x)`` gives exactly ``_interp(values, valid,
+    y, x, order=3)`` (map_coordinates pads by SPLINE_PAD edge pixels before its prefilter; so
+    does this), for the several sub-tiles a frame covers."""
+
+    def __init__(self, values, valid):
+        self.valid = valid
+        filled = _fill_nearest(np.asarray(values, np.float64), valid)
+        self.coeffs = ndimage.spline_filter(np.pad(filled, SPLINE_PAD, mode="edge"), order=3, mode="nearest")
+
+    def sample(self, y, x):
+        ny, nx = self.valid.shape
+        iy, ix = np.rint(np.nan_to_num(y, nan=-1)), np.rint(np.nan_to_num(x, nan=-1))
+        inside = (iy >= 0) & (iy < ny) & (ix >= 0) & (ix < nx)
+        ok = np.zeros(y.shape, bool)
+        ok[inside] = self.valid[iy[inside].astype(int), ix[inside].astype(int)]
+        out = np.full(y.shape, np.nan)
+        if ok.any():
+            out[ok] = ndimage.map_coordinates(self.coeffs, [y[ok] + SPLINE_PAD, x[ok] + SPLINE_PAD], order=3,
+                                              mode="nearest", prefilter=False)
+        return out
+
+
 def _keys_weights(t):
     """(4, ...) weights of the taps at -1, 0, 1, 2 of Keys' cubic convolution (a = -0.5)
     for fractional positions ``t`` in [0, 1)."""
@@ -160,7 +187,8 @@ def _cubic_conv(values, valid, y, x, taps=None):
     return np.where(ok, out, np.nan)
 
 
-def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth=MAD_DEPTH, order=3, times=None):
+def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth=MAD_DEPTH, order=3, times=None,
+                     splines=None):
     """Median, robust sigma and depth of the frames on the pixels of ``tile``.
 
     Each frame's ``image - offset`` (``offsets[i]``: a float or an array of the frame's
@@ -180,7 +208,9 @@ def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth
     Memory: one float32 (n_overlapping_frames, *tile.shape) cube, twice.
 
     ``times`` (one per frame, MJD): also return the time-split statistics of
-    :func:`time_split` as a 4th element, a :class:`TimeSplit`.
+    :func:`time_split` as a 4th element, a :class:`TimeSplit`. ``splines``: a dict the caller
+    keeps across calls on sub-tiles with the same frames and offsets: each frame's spline is
+    prefiltered once (the same numbers).
     """
     ny, nx = tile.shape
     offsets = [0.0] * len(frames) if offsets is None else offsets
@@ -197,7 +227,12 @@ def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth
         use = _usable(f)
         v = np.full(tile.shape, np.nan, np.float32)
         u = np.full(tile.shape, np.nan, np.float32)
-        v[y0:y1, x0:x1] = _interp(np.asarray(f.image - off, np.float64), use, fy, fx, order)
+        if order == 3 and splines is not None:
+            if id(f) not in splines:
+                splines[id(f)] = _Spline(np.asarray(f.image - off, np.float64), use)
+            v[y0:y1, x0:x1] = splines[id(f)].sample(fy, fx)
+        else:
+            v[y0:y1, x0:x1] = _interp(np.asarray(f.image - off, np.float64), use, fy, fx, order)
         u[y0:y1, x0:x1] = _interp(np.asarray(f.unc, np.float64), use, fy, fx)
         vals.append(v)
         uncs.append(u)

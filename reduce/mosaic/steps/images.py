@@ -11,10 +11,10 @@ import zarr
 
 from ...io.store import _quiet_zarr
 
-GRID_ARRAYS = {"sci": ("float32", float("nan")), "unc": ("float32", float("nan")), "cov": ("float32", 0.0),
-               "median": ("float32", float("nan")), "mad": ("float32", float("nan")), "depth": ("int16", 0),
-               "early": ("float32", float("nan")), "late": ("float32", float("nan")),
-               "t_split": ("float64", float("nan")), "third": ("int16", 0)}
+GRID_ARRAYS = {"sci": ("float32", float("nan")), "unc": ("float32", float("nan")), "cov": ("float32", 0.0)}
+STACK_ARRAYS = {"median": ("float32", float("nan")), "mad": ("float32", float("nan")), "depth": ("int16", 0),
+                "early": ("float32", float("nan")), "late": ("float32", float("nan")),
+                "t_split": ("float64", float("nan")), "third": ("int16", 0)}
 FILTERED_GRID_ARRAYS = {"fsci": ("float32", float("nan")), "func": ("float32", float("nan")),
                         "fcov": ("float32", 0.0)}
 FILTERED_FRAME_ARRAYS = ("filtered", "filtered_unc")
@@ -24,15 +24,25 @@ def group_path(key: str) -> str:
     return f"level2/{key}"
 
 
+def stack_block(tile: int) -> int:
+    """Side (pixels) of the blocks of the outlier step's stack arrays (``STACK_ARRAYS``), their
+    zarr chunks and tasks: half an output tile where that divides it, so that the stack medians
+    are computed in 4 tasks per tile (a tile of a scan map can hold 500 frames; its one task
+    was the step's longest)."""
+    return tile // 2 if tile >= 256 and tile % 2 == 0 else tile
+
+
 def create(store, key, grid_shape, tile, n_frames, frame_shape, frame_block, attrs, filtered=False):
     """(Re)create the unit's arrays, empty (a unit done again starts from nothing);
     ``filtered``: also the arrays of the filtered frames and mosaic."""
-    grid = dict(GRID_ARRAYS, **(FILTERED_GRID_ARRAYS if filtered else {}))
+    grid = {name: (dtype, fill, tile) for name, (dtype, fill) in
+            dict(GRID_ARRAYS, **(FILTERED_GRID_ARRAYS if filtered else {})).items()}
+    grid.update({name: (dtype, fill, stack_block(tile)) for name, (dtype, fill) in STACK_ARRAYS.items()})
     with _quiet_zarr():
         g = zarr.open_group(str(store), path=group_path(key), mode="w", use_consolidated=False)
         g.attrs.update(attrs)
-        for name, (dtype, fill) in grid.items():
-            g.create_array(name, shape=tuple(grid_shape), chunks=(tile, tile), dtype=dtype, fill_value=fill,
+        for name, (dtype, fill, side) in grid.items():
+            g.create_array(name, shape=tuple(grid_shape), chunks=(side, side), dtype=dtype, fill_value=fill,
                            dimension_names=("y", "x"))
         frame = {"rejected": ("uint8", 0)}
         if filtered:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dask
 import numpy as np
+from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..kernels import outliers as K
 from ..kernels.frames import footprint
@@ -22,7 +23,7 @@ SPLIT = ("early", "late", "t_split", "third")   # the TimeSplit arrays, in its f
 
 
 def _median_tile(src, store, key, members, bound, grid, pointing, background, times, ready):
-    """Median, robust sigma and depth of one output tile, computed per sub-tile of SUB_TILE
+    """Median, robust sigma and depth of one block of the output grid (``stack_tasks``), computed per sub-tile of SUB_TILE
     pixels over the frames that overlap it (the stack of a tile would hold a whole tile per
     overlapping frame: 5.6 GB for the 568 frames over one tile of a 1,000-BCD scan map)."""
     y0, y1, x0, x1 = bound
@@ -31,9 +32,10 @@ def _median_tile(src, store, key, members, bound, grid, pointing, background, ti
     subs = tile_bounds(tile.shape, SUB_TILE)
     fps = np.array([footprint(f.wcs, f.shape) for f in frames]).reshape(-1, 4, 2)
     over = frames_in_tiles(fps, tile, subs) if len(frames) else [[] for _ in subs]
+    splines = {}     # each frame's spline prefiltered once for all its sub-tiles
     for (a, b, c, d), idx in zip(subs, over):
         sub = [frames[i] for i in idx]
-        out = K.stack_statistics(tile.tile(a, b, c, d), sub,
+        out = K.stack_statistics(tile.tile(a, b, c, d), sub, splines=splines,
                                  times=None if times is None else [times[f.meta["position"]] for f in sub])
         region = (slice(y0 + a, y0 + b), slice(x0 + c, x0 + d))
         arrays = list(zip(("median", "mad", "depth"), out[:3]))
@@ -100,20 +102,50 @@ def _flag_block(src, store, key, positions, grid, pointing, background, params, 
     return counts
 
 
+def stack_tasks(grid, bounds, members, footprints, tile, pad_px):
+    """(bounds, members) of the stack-median tasks: the output tiles cut into blocks of
+    ``images.stack_block(tile)`` pixels (the stack arrays' chunks), each with the frames of its
+    tile whose footprint ((n, 4, 2) deg, by frame position; grown by ``pad_px`` grid pixels for
+    the pointing corrections) reaches the block."""
+    side = images.stack_block(tile)
+    out_b, out_m = [], []
+    for (y0, y1, x0, x1), m in zip(bounds, members):
+        m = np.asarray(m, np.int64)
+        subs = [(y0 + a, y0 + b, x0 + c, x0 + d) for a, b, c, d in tile_bounds((y1 - y0, x1 - x0), side)]
+        if footprints is None or side == tile or not len(m):
+            hits = [np.arange(len(m))] * len(subs)
+        else:
+            hits = frames_in_tiles(np.asarray(footprints)[m], grid, subs, pad_px=pad_px)
+        for b, h in zip(subs, hits):
+            if len(h):
+                out_b.append(b)
+                out_m.append(m[h])
+    return out_b, out_m
+
+
 def reject(src, store, key, positions, grid, bounds, members, pointing, background, params, *, block, fwhm_px,
-           pointing_sigma_arcsec, pixel_arcsec, ready, times=None):
+           pointing_sigma_arcsec, pixel_arcsec, ready, times=None, footprints=None):
     """Lazy {frame position: pixels rejected}; ``params.outliers`` False: nothing rejected.
     ``times``: MJD of every frame (by position): also the time-split test (``kernels.outliers.time_split``).
+    ``footprints``: (n, 4, 2) deg by frame position: the stack medians in blocks of a quarter tile
+    (``stack_tasks``), else one task per tile.
     ``fwhm_px``: PSF FWHM in frame pixels (the spatial test of shallow pixels spares PSF peaks:
     a peak's neighbours hold >= 0.44 of it at 70 um, 1.8 px FWHM, so ``sharp`` 0.3 there)."""
     sharp = 0.4 if fwhm_px >= 2.3 else 0.3
     if not params.outliers:
         return dask.delayed(dict)()
-    tiles = [dask.delayed(_median_tile, pure=True)(src, store, key, np.asarray(members[t], np.int64), bounds[t], grid,
-                                                   pointing, background, times, ready)
-             for t in range(len(bounds)) if len(members[t])]
+    pad = 5.0 * pointing_sigma_arcsec / (3600.0 * float(np.min(proj_plane_pixel_scales(grid.wcs)))) + 2.0
+    sb, sm = stack_tasks(grid, bounds, members, footprints, params.tile, pad)
+    tiles = [dask.delayed(_median_tile, pure=True)(src, store, key, m, b, grid, pointing, background, times, ready)
+             for b, m in zip(sb, sm)]
     ptg = (pointing_sigma_arcsec, pixel_arcsec)
+    # each block of frames waits for the stack blocks its frames reach, not for all of them
+    reach = {}
+    for t, m in enumerate(sm):
+        for p in m:
+            reach.setdefault(int(p), set()).add(t)
     parts = [dask.delayed(_flag_block, pure=True)(src, store, key, blk, grid, pointing, background, params, sharp,
-                                                  ptg, times, tiles)
+                                                  ptg, times, [tiles[t] for t in sorted(set().union(
+                                                      *(reach.get(int(p), set()) for p in blk)))])
              for blk in F.chunk_blocks(positions, block)]
     return dask.delayed(F.merge, pure=True)(parts)
