@@ -27,10 +27,10 @@ AOR24 = AorSpec(aorkey=21000001, aot_type="MipsPhot", object="L2A", ra=150.0, de
                 n_dce=16, exptime_ge=3.0, arrays=(1, 2), pa=20.0)
 
 
-@pytest.fixture(scope="module")
-def level2(tmp_path_factory):
-    root = tmp_path_factory.mktemp("level2")
-    simulate_mips(root / "raw", seed=4, specs=[AOR24])
+def simulate_to_bcds(root, *, seed, specs, **simulate_kw):
+    """Simulate ``specs``, ingest and reduce them to BCDs under ``root``; (store, truth dict, refcat
+    path: a CSV of the true positions of every catalogue source)."""
+    simulate_mips(root / "raw", seed=seed, specs=specs, **simulate_kw)
     store = root / "mips.zarr"
     assert ingest_mips([root / "raw"], store, report=lambda line: None).exit_code == 0
     assert reduce_mips(store, root / "bcd", report=lambda line: None).exit_code == 0
@@ -38,6 +38,13 @@ def level2(tmp_path_factory):
     src = truth["sky"]["sources"]
     refcat = root / "refcat.csv"
     Table({"ra": src["ra"], "dec": src["dec"]}).write(refcat, format="ascii.csv")
+    return store, truth, refcat
+
+
+@pytest.fixture(scope="module")
+def level2(tmp_path_factory):
+    root = tmp_path_factory.mktemp("level2")
+    store, truth, refcat = simulate_to_bcds(root, seed=4, specs=[AOR24])
     lines = []
     rel = reduce_mips_level2(store, root / "relative", report=lines.append)
     assert rel.exit_code == 0, lines

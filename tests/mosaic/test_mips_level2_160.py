@@ -21,7 +21,6 @@ every source within 1.2 empty-aperture sigmas; a 1-d model of the drizzle gives 
 this depth, falling as 1/sqrt(depth)). Hence the mean ratio meets 3 %, but single sources
 are up to ~7 empty-aperture sigmas off (the xfail test below).
 """
-import json
 
 import numpy as np
 import pytest
@@ -29,12 +28,10 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from reduce.mips.ingest import ingest_mips
-from reduce.mips.pipeline import reduce_mips
 from reduce.mosaic.pipeline import MosaicParams, reduce_mips_level2
-from reduce.simulate.mips import AorSpec, simulate_mips
+from reduce.simulate.mips import AorSpec
 from reduce.simulate.mips_sky import _offset, truth_image
-from tests.mosaic.test_mips_level2 import _aperture_jy
+from tests.mosaic.test_mips_level2 import _aperture_jy, simulate_to_bcds
 
 SEED = 16
 # 160 um scan map: 7 legs 80" apart of 64 DCEs at 2 "/s (6.9" per DCE along the scan, 3 MIPS-s
@@ -65,14 +62,7 @@ def injected(spec=AOR160, inject=INJECT):
 
 def simulate_and_reduce(root, seed=SEED, spec=AOR160, inject=INJECT):
     """The 160 um mosaic of ``spec`` (absolute mode, reference catalogue = truth): (truth dict, out dir)."""
-    simulate_mips(root / "raw", seed=seed, specs=[spec], extra_sources=injected(spec, inject))
-    store = root / "mips.zarr"
-    assert ingest_mips([root / "raw"], store, report=lambda line: None).exit_code == 0
-    assert reduce_mips(store, root / "bcd", report=lambda line: None).exit_code == 0
-    truth = json.loads((root / "raw" / "mips_truth.json").read_text())
-    src = truth["sky"]["sources"]
-    refcat = root / "refcat.csv"
-    Table({"ra": src["ra"], "dec": src["dec"]}).write(refcat, format="ascii.csv")
+    store, truth, refcat = simulate_to_bcds(root, seed=seed, specs=[spec], extra_sources=injected(spec, inject))
     lines = []
     res = reduce_mips_level2(store, root / "absolute", report=lines.append, params=MosaicParams().with_refcat(refcat))
     assert res.exit_code == 0, lines

@@ -76,17 +76,23 @@ def _usable(frame):
     return frame.good & np.isfinite(frame.image) & np.isfinite(frame.unc)
 
 
+def _valid_at(valid, y, x):
+    """True where the pixel containing (y, x) lies inside ``valid``'s array and is valid."""
+    ny, nx = valid.shape
+    iy, ix = np.rint(np.nan_to_num(y, nan=-1)), np.rint(np.nan_to_num(x, nan=-1))
+    inside = (iy >= 0) & (iy < ny) & (ix >= 0) & (ix < nx)
+    ok = np.zeros(np.shape(y), bool)
+    ok[inside] = valid[iy[inside].astype(int), ix[inside].astype(int)]
+    return ok
+
+
 def _interp(values, valid, y, x, order=1):
     """``values`` interpolated at (y, x) (0-based pixel coordinates, any shape) from the
     ``valid`` pixels only; NaN where the pixel containing the point is not valid or lies
     outside the array. ``order`` 1: bilinear with the weights of the valid pixels
     renormalised; 3: cubic B-spline (``map_coordinates`` with its prefilter over the whole
     array, invalid pixels first filled with their nearest valid neighbour)."""
-    ny, nx = values.shape
-    iy, ix = np.rint(np.nan_to_num(y, nan=-1)), np.rint(np.nan_to_num(x, nan=-1))
-    inside = (iy >= 0) & (iy < ny) & (ix >= 0) & (ix < nx)
-    ok = np.zeros(y.shape, bool)
-    ok[inside] = valid[iy[inside].astype(int), ix[inside].astype(int)]
+    ok = _valid_at(valid, y, x)
     out = np.full(y.shape, np.nan)
     if ok.any():
         c = [y[ok], x[ok]]
@@ -116,11 +122,7 @@ class _Spline:
         self.coeffs = ndimage.spline_filter(np.pad(filled, SPLINE_PAD, mode="edge"), order=3, mode="nearest")
 
     def sample(self, y, x):
-        ny, nx = self.valid.shape
-        iy, ix = np.rint(np.nan_to_num(y, nan=-1)), np.rint(np.nan_to_num(x, nan=-1))
-        inside = (iy >= 0) & (iy < ny) & (ix >= 0) & (ix < nx)
-        ok = np.zeros(y.shape, bool)
-        ok[inside] = self.valid[iy[inside].astype(int), ix[inside].astype(int)]
+        ok = _valid_at(self.valid, y, x)
         out = np.full(y.shape, np.nan)
         if ok.any():
             out[ok] = ndimage.map_coordinates(self.coeffs, [y[ok] + SPLINE_PAD, x[ok] + SPLINE_PAD], order=3,
