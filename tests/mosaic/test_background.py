@@ -156,11 +156,65 @@ def test_source_mask_finds_sources(scan):
     m2 = source_mask(img, f.unc, f.good)
     assert m2[90, 40] and m2[90, 42] and m2[92, 40]  # peak and grown by 2 px
     assert m2.mean() < 0.15 and m.mean() < 0.15  # mostly sky
-    # 160 um-sized frame (2 x 20): falls back to one median; a 10-sigma pixel is found
+    # 160 um-sized frame (2 x 20): background along the strip; a 10-sigma pixel is found
     small = np.random.default_rng(0).normal(5.0, 1.0, (2, 20))
     small[1, 7] += 10
     ms = source_mask(small, np.ones((2, 20)), np.ones((2, 20), bool), dilate_px=0)
     assert ms[1, 7] and ms.sum() <= 2
+
+
+def test_source_mask_strip_flags_sources_not_cirrus():
+    """2 x 20 strips (160 um) on cirrus (a 40 MJy/sr cloud of 87" = 5.4 px sigma along the strip,
+    noise 0.54): the point source (2 Jy, 40" FWHM) is flagged, the cloud is not (one median for the
+    whole strip flagged its top, ~half of the strip); a bad (NaN) pixel in the window changes nothing."""
+    from scipy.special import erf
+    rng = np.random.default_rng(1)
+    xx = np.arange(20.0)
+
+    def frac(c, m, f):     # pixel-integrated 1-d Gaussian of FWHM f px at m
+        s = np.sqrt(2) * f / 2.3548
+        return 0.5 * (erf((c - m + 0.5) / s) - erf((c - m - 0.5) / s))
+    flagged, cloud_flagged, missed = [], [], 0
+    for k in range(40):
+        cx, x0 = rng.uniform(4, 15), rng.uniform(3, 16)
+        cloud = 25.0 + 40.0 * np.exp(-0.5 * ((xx - cx) / 5.4) ** 2)
+        src = 295.0 * np.outer(frac(np.arange(2.0), rng.uniform(0, 1), 40 / 18), frac(xx, x0, 40 / 16))
+        img = cloud[None, :] + src + rng.normal(0, 0.54, (2, 20))
+        good = np.ones((2, 20), bool)
+        bad = (k % 2, int(round(x0)) + (2 if k % 3 else -3))      # a bad pixel (NaN) near the source
+        img[bad], good[bad] = np.nan, False
+        m = source_mask(img, np.full((2, 20), 0.54), good, dilate_px=0, fwhm_px=40 / 17)
+        missed += not m.flat[np.argmax(src)]
+        far = np.abs(xx - x0) > 4          # > 64": the source below 1e-3 of its peak
+        cloud_flagged.append(m[:, far].mean())
+        flagged.append(m.mean())
+    assert missed == 0
+    assert np.mean(cloud_flagged) < 0.03, np.mean(cloud_flagged)   # measured 0.006 (one median per strip: 0.31)
+    assert np.mean(flagged) < 0.3, np.mean(flagged)
+
+
+def test_pair_difference_small_frames_min_pixels():
+    """Two 160 um frames (2 x 20) one row (18") apart along y overlap in one row: with the source
+    masks ~10-20 pixels, below the 20 a 24 um pair needs; ``min_frac`` (0.2 of the 40 pixels: 8)
+    keeps the pair, and the difference is the injected level within its sigma."""
+    rng = np.random.default_rng(3)
+    wi = _mips_wcs(RA0, DEC0, 0.0, chnl=3)
+    ra, dec = _offset_radec(0.0, 18.0)                 # +y at PA 0: north
+    wj = _mips_wcs(float(ra), float(dec), 0.0, chnl=3)
+    d, s, n = [], [], []
+    for _ in range(200):
+        fi = Frame(rng.normal(3.0, 0.5, (2, 20)), np.full((2, 20), 0.5), np.ones((2, 20), bool), wi)
+        fj = Frame(rng.normal(1.0, 0.5, (2, 20)), np.full((2, 20), 0.5), np.ones((2, 20), bool), wj)
+        mask = np.zeros((2, 20), bool)
+        mask[:, 8:12] = True
+        di, si, ni = pair_difference(fi, fj, mask_i=mask)
+        d.append(di), s.append(si), n.append(ni)
+        assert np.isnan(pair_difference(fi, fj, mask_i=mask, min_frac=1.0)[0])   # 20 pixels needed
+    d, s = np.array(d), np.array(s)
+    assert 8 <= min(n) and max(n) < 20, (min(n), max(n))
+    assert np.isfinite(d).all()
+    assert abs(np.mean(d) - 2.0) < 4 * np.std(d) / np.sqrt(len(d))
+    assert 0.7 < np.std(d) / np.mean(s) < 1.4, np.std(d) / np.mean(s)
 
 
 def test_pair_difference_sigma_is_honest():

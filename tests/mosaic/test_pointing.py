@@ -268,3 +268,100 @@ def test_read_refcat_bad_input(tmp_path, name, content, words):
     assert "\n" not in info.value.reason
     with pytest.raises(BadInputError, match="not found"):
         read_refcat(tmp_path / "absent.csv")
+
+
+# --------------------------------------------------------------------------- 160 um strips
+
+FWHM160 = (40.0 / 16.0, 40.0 / 18.0)   # px along x and y: 40" PSF on 16" x 18" pixels
+
+
+def _strip(rng, x0=None, y0=None, flux=0.0, shape=(2, 20), noise=0.54, cloud=None):
+    """A 160 um-like strip (MJy/sr): 25 MJy/sr + a linear gradient + optional Gaussian cloud
+    (amp, centre px, sigma px, along x) + a pixel-integrated elliptical Gaussian source of total
+    ``flux`` (MJy/sr px) at (x0, y0) + noise (``unc`` = noise)."""
+    from scipy.special import erf
+    ny, nx = shape
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
+    img = 25.0 + 0.05 * (xx - nx / 2) + rng.normal(0.0, noise, shape)
+    if cloud is not None:
+        amp, cx, cs = cloud
+        img += amp * np.exp(-0.5 * ((xx - cx) / cs) ** 2)
+    if flux:
+        def frac(c, m, f):
+            s = f / 2.3548200450309493
+            return 0.5 * (erf((c - m + 0.5) / (np.sqrt(2) * s)) - erf((c - m - 0.5) / (np.sqrt(2) * s)))
+        img += flux * frac(xx, x0, FWHM160[0]) * frac(yy, y0, FWHM160[1])
+    return img, np.full(shape, noise)
+
+
+def test_extract_narrow_strip_centroids_within_their_errors():
+    """2 x 20 strips (16" x 18" pixels, FWHM 2.5 x 2.2 px: too small for the 7-px fit box): a source
+    anywhere within 1 px of the strip, on a gradient (and on cirrus in half the frames), is found
+    and its centroid lies within its stated error (pulls of unit width); sources whose centre is
+    farther off the strip, and clouds without a source, give nothing."""
+    rng = np.random.default_rng(160)
+    pulls, found, n = [], 0, 300
+    for k in range(n):
+        x0, y0 = rng.uniform(2.0, 17.0), rng.uniform(-0.9, 1.9)
+        cloud = (rng.uniform(15, 40), rng.uniform(0, 19), rng.uniform(3.75, 11.0)) if k % 2 else None
+        img, unc = _strip(rng, x0, y0, flux=rng.uniform(60.0, 400.0), cloud=cloud)   # 0.4-2.7 Jy
+        cat = extract_sources(img, unc, np.ones(img.shape, bool), 40.0 / 17.0, fwhm_xy=FWHM160)
+        assert len(cat["x"]) <= 1
+        if len(cat["x"]):
+            found += 1
+            pulls.append([(cat["x"][0] - x0) / cat["x_err"][0], (cat["y"][0] - y0) / cat["y_err"][0]])
+            assert cat["x_err"][0] < 0.2 and cat["y_err"][0] < 0.18 and cat["snr"][0] > 5
+    pulls = np.array(pulls)
+    assert found > 0.8 * n, found
+    assert np.all(np.abs(pulls) < 5), np.abs(pulls).max()
+    width = pulls.std(axis=0)   # measured 1.08, 0.91 (x, y); with one FWHM for both axes max |pull| 5.7
+    assert np.all((0.8 < width) & (width < 1.25)), width
+    # no source: clouds (60-180" sigma) and noise give no detection
+    for k in range(100):
+        img, unc = _strip(rng, cloud=(rng.uniform(15, 40), rng.uniform(0, 19), rng.uniform(3.75, 11.0)))
+        assert len(extract_sources(img, unc, np.ones(img.shape, bool), 40.0 / 17.0, fwhm_xy=FWHM160)["x"]) == 0
+    # a bright source 2.5 px off the strip: rejected (its y would rest on the PSF wings alone)
+    img, unc = _strip(rng, 10.0, -2.5, flux=3000.0)
+    assert len(extract_sources(img, unc, np.ones(img.shape, bool), 40.0 / 17.0, fwhm_xy=FWHM160)["x"]) == 0
+    # a transposed strip (20 x 2) gives the transposed centroid; a bad pixel at the peak is left out
+    img, unc = _strip(rng, 9.3, 0.6, flux=300.0)
+    good = np.ones(img.shape, bool)
+    a = extract_sources(img, unc, good, 40.0 / 17.0, fwhm_xy=FWHM160)
+    b = extract_sources(img.T, unc.T, good.T, 40.0 / 17.0, fwhm_xy=FWHM160[::-1])
+    np.testing.assert_allclose([b["x"][0], b["y"][0], b["x_err"][0], b["y_err"][0]],
+                               [a["y"][0], a["x"][0], a["y_err"][0], a["x_err"][0]], rtol=1e-6)
+    good[1, 9] = False
+    c = extract_sources(np.where(good, img, np.nan), unc, good, 40.0 / 17.0, fwhm_xy=FWHM160)
+    assert abs(c["x"][0] - 9.3) < 4 * c["x_err"][0] and abs(c["y"][0] - 0.6) < 4 * c["y_err"][0]
+
+
+def test_single_match_frames_refined_with_honest_sigma():
+    """Frames holding one source each (160 um strips), with a reference catalogue: min_matches=1
+    recovers every frame's 2-D offset within its stated sigma (pulls of unit width), the sigma
+    being that source's centroid error (plus the reference's); the default 3 refines none."""
+    rng = np.random.default_rng(7)
+    n, dec0 = 200, -5.0
+    gx, gy = np.meshgrid(np.arange(8) * 100.0, np.arange(5) * 100.0)   # 40 sources 100" apart
+    sra = 210.0 + (gx.ravel() + rng.uniform(-20, 20, 40)) / 3600.0 / np.cos(np.radians(dec0))
+    sdec = dec0 + (gy.ravel() + rng.uniform(-20, 20, 40)) / 3600.0
+    err = rng.normal(0.0, 3.9 / np.sqrt(2.0), (n, 2))            # PCS errors, 3.9" radial
+    sig = rng.uniform(0.3, 0.8, n)                              # centroid errors per axis, arcsec
+    which = rng.integers(0, 40, n)
+    v = _unit(sra[which], sdec[which])
+    e, nn = _basis(v)
+    obs = v - (err[:, :1] * e + err[:, 1:] * nn) / RHO + (rng.normal(0, 1, (n, 1)) * sig[:, None] * e
+                                                          + rng.normal(0, 1, (n, 1)) * sig[:, None] * nn) / RHO
+    obs /= np.linalg.norm(obs, axis=1, keepdims=True)
+    ra, dec = np.degrees(np.arctan2(obs[:, 1], obs[:, 0])) % 360.0, np.degrees(np.arcsin(obs[:, 2]))
+    cats = [{"ra": ra[i:i + 1], "dec": dec[i:i + 1], "sigma": sig[i:i + 1]} for i in range(n)]
+    centres = np.column_stack([ra, dec])    # each frame's centre at its source (the basis is local)
+    res = refine_pointing(cats, centres, refcat=(sra, sdec), match_radius_arcsec=20.0, min_matches=1,
+                          ref_sigma_arcsec=0.1)
+    assert res["refined"].all() and res["mode"] == "absolute" and np.all(res["nmatch"] == 1)
+    d = np.column_stack([res["d_east"], res["d_north"]]) - err
+    s = np.column_stack([res["sigma_east"], res["sigma_north"]])
+    assert np.all(s >= sig[:, None] * 0.99) and np.all(s < np.hypot(sig, 0.2)[:, None]), "sigma ~ the centroid error"
+    pull = d / s
+    assert 0.8 < pull.std() < 1.2 and np.abs(pull).max() < 4.5, (pull.std(), np.abs(pull).max())
+    none = refine_pointing(cats, centres, refcat=(sra, sdec), match_radius_arcsec=20.0, min_matches=3)
+    assert not none["refined"].any() and np.all(none["d_east"] == 0)

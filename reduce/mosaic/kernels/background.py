@@ -195,18 +195,24 @@ def pair_correlation(footprints, pairs):
     return (off + sp.identity(m)).tocsr()
 
 
-def source_mask(image, unc, good, *, nsigma=3.0, dilate_px=2, box_px=None) -> np.ndarray:
+def source_mask(image, unc, good, *, nsigma=3.0, dilate_px=2, box_px=None, fwhm_px=None) -> np.ndarray:
     """True on pixels of sources: more than ``nsigma * unc`` above a robust local background.
 
     ``image``, ``unc``: (ny, nx) MJy/sr; ``good``: (ny, nx) bool.  The background is
     photutils' ``Background2D`` (sigma-clipped medians in boxes of ``box_px`` pixels,
-    default a quarter of the smaller side but at least 8, 3x3 median filtered); frames
-    too small for boxes (160 um, 2 x 20) or with too few good pixels per box use one
-    sigma-clipped median (``astropy.stats.sigma_clipped_stats``).  Where ``unc`` is not a
-    positive number the robust standard deviation of the good pixels stands in.  The
-    detections are grown by a disk of radius ``dilate_px`` pixels (``scipy.ndimage``).
-    Bad pixels are never detections (they are excluded by ``good`` anyway).
-    Returns bool (ny, nx).
+    default a quarter of the smaller side but at least 8, 3x3 median filtered).  Strips too
+    narrow for boxes (fewer than ``2 box`` rows or columns but at least ``2 box`` along the
+    other axis: the 160 um 2 x 20 frames) use a background that follows the strip
+    (``_strip_background``: a robust local quadratic along the long axis over
+    ``2 ceil(1.5 fwhm_px) + 1`` pixels, 9 at 160 um; 9 when ``fwhm_px`` is None), so that
+    cirrus (clouds of 60-180" sigma, tens of MJy/sr over the 320" strip) is not taken for
+    sources: one median for the whole strip flagged about half of its pixels on the
+    simulated scan maps.  Other frames too small for boxes, or with too few good pixels per
+    box, use one sigma-clipped median (``astropy.stats.sigma_clipped_stats``).  Where
+    ``unc`` is not a positive number the robust standard deviation of the good pixels
+    stands in.  The detections are grown by a disk of radius ``dilate_px`` pixels
+    (``scipy.ndimage``).  Bad pixels are never detections (they are excluded by ``good``
+    anyway).  Returns bool (ny, nx).
     """
     from astropy.stats import SigmaClip, sigma_clipped_stats
     from photutils.background import Background2D, MedianBackground
@@ -219,6 +225,8 @@ def source_mask(image, unc, good, *, nsigma=3.0, dilate_px=2, box_px=None) -> np
     box = box_px or max(8, min(ny, nx) // 4)
     _, med, std = sigma_clipped_stats(image[good], sigma=3.0)
     bkg = np.full(image.shape, med)
+    unc = np.asarray(unc, dtype=np.float64)
+    noise = np.where(np.isfinite(unc) & (unc > 0), unc, std)
     if min(ny, nx) >= 2 * box:
         try:
             bkg = Background2D(image, box, mask=~good, filter_size=3, exclude_percentile=50,
@@ -226,8 +234,9 @@ def source_mask(image, unc, good, *, nsigma=3.0, dilate_px=2, box_px=None) -> np
                                bkg_estimator=MedianBackground()).background
         except ValueError:  # too few good pixels in the boxes: keep the global median
             pass
-    unc = np.asarray(unc, dtype=np.float64)
-    noise = np.where(np.isfinite(unc) & (unc > 0), unc, std)
+    elif max(ny, nx) >= 2 * box:
+        win = 2 * int(np.ceil(1.5 * fwhm_px)) + 1 if fwhm_px else 9
+        bkg = _strip_background(image, noise, good, win, nsigma)
     det = good & (image - bkg > nsigma * noise)
     if dilate_px > 0 and det.any():
         r = int(np.ceil(dilate_px))
@@ -236,7 +245,80 @@ def source_mask(image, unc, good, *, nsigma=3.0, dilate_px=2, box_px=None) -> np
     return det
 
 
-def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixels=20):
+def _strip_background(image, noise, good, win, nsigma, iterations=3):
+    """Background (ny, nx) of a strip along its long axis (x; transposed when it has more rows).
+
+    At each column, a quadratic in x fitted to the usable pixels of every row within
+    ``win // 2`` columns (fewer at the ends), refitted up to three times without the pixels
+    more than ``nsigma * noise`` above it, and evaluated at the column (a median where fewer
+    than 5 pixels or 3 columns remain). Usable: good pixels not yet detected; the detections
+    (more than ``nsigma * noise`` above the current background) are renewed up to
+    ``iterations`` times. The quadratic follows cirrus curvature (clouds of 60-180" sigma, tens
+    of MJy/sr, on the 320" strip), which a flat running median over a window wide enough for
+    a 40" source turns into false detections on the clouds' tops; the clipping against the
+    known noise keeps a point source from lifting the fit. On simulated 2 x 20 strips (cloud
+    40 MJy/sr, 87" sigma, and a 2 Jy source, noise 0.54 MJy/sr) < 1 % of the pixels farther
+    than 64" from the source are flagged (one median per strip: 31 %; a running median over
+    13 columns: 40 %)."""
+    flip = image.shape[0] > image.shape[1]
+    if flip:
+        image, noise, good = image.T, noise.T, good.T
+    ny, nx = image.shape
+    half = max(1, int(win) // 2)
+    # every column's window at once: axis 0 the column i, axes 1-2 the strip's pixels
+    t = np.arange(nx, dtype=np.float64)[None, :] - np.arange(nx)[:, None]
+    inwin = (np.abs(t) <= half)[:, None, :]
+    tt = np.broadcast_to(t[:, None, :], (nx, ny, nx))
+    vv = np.broadcast_to(np.where(good, image, 0.0)[None], (nx, ny, nx))   # bad pixels (NaN) weigh 0
+    cut = np.broadcast_to(nsigma * noise[None], (nx, ny, nx))
+    fallback = float(np.median(image[good]))
+    det = np.zeros(image.shape, bool)
+    line = np.full(nx, fallback)
+    for _ in range(iterations):
+        win_use = inwin & (good & ~det)[None]
+        keep, active = win_use, np.ones(nx, bool)
+        coef, ok = np.zeros((nx, 3)), np.zeros(nx, bool)
+        for _ in range(3):       # fit, clip; a column stops when its clipping no longer changes
+            c, o = _quadratic_fits(tt, vv, keep)
+            coef[active], ok[active] = c[active], o[active]
+            low = win_use & (vv - (c[:, 0, None, None] + c[:, 1, None, None] * tt + c[:, 2, None, None] * tt * tt)
+                             < cut)
+            enough = (low.sum(axis=(1, 2)) >= 5) & (low.any(axis=1).sum(axis=1) >= 3)
+            active &= enough & (low != keep).any(axis=(1, 2))
+            if not active.any():
+                break
+            keep = np.where(active[:, None, None], low, keep)
+        line = coef[:, 0].copy()
+        for i in np.flatnonzero(~ok):        # too few pixels or columns: their median
+            v = image[win_use[i]]
+            line[i] = np.median(v) if len(v) else fallback
+        new = good & (image - line[None, :] > nsigma * noise)
+        if np.array_equal(new, det):
+            break
+        det = new
+    bkg = np.broadcast_to(line[None, :], (ny, nx))
+    return bkg.T if flip else bkg
+
+
+def _quadratic_fits(t, v, use):
+    """Least-squares quadratics ``c0 + c1 t + c2 t^2`` of ``v`` on ``t`` over ``use`` (all
+    (n, ...)), one per leading index: coefficients (n, 3) and ``ok`` (n,) where at least 5
+    points at 3 distinct ``t`` (over the last axis) were used (elsewhere the coefficients
+    are 0)."""
+    w = use.astype(np.float64)
+    tp = [np.ones_like(t)]
+    for _ in range(4):
+        tp.append(tp[-1] * t)
+    m = np.stack([(w * tp[k]).sum(axis=(1, 2)) for k in range(5)], axis=1)
+    r = np.stack([(w * v * tp[k]).sum(axis=(1, 2)) for k in range(3)], axis=1)
+    ok = (m[:, 0] >= 5) & (use.any(axis=1).sum(axis=1) >= 3)
+    a = np.stack([m[:, 0:3], m[:, 1:4], m[:, 2:5]], axis=1)
+    a[~ok] = np.eye(3)
+    r[~ok] = 0.0
+    return np.linalg.solve(a, r[..., None])[..., 0], ok
+
+
+def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixels=20, min_frac=0.2):
     """Robust level difference of frame i minus frame j over their overlap, MJy/sr.
 
     Frame j is interpolated bilinearly (``scipy.ndimage.map_coordinates``) at the centres
@@ -247,7 +329,10 @@ def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixel
     source masks, True = exclude (``source_mask``).
 
     Returns ``(diff, sigma, npix)``: ``diff = median(f_i - f_j)`` (an estimate of
-    ``o_i - o_j``; NaN when ``npix < min_pixels``), ``sigma`` its 1-sigma standard error,
+    ``o_i - o_j``; NaN when ``npix`` is below ``min_pixels`` or, for small frames, below
+    ``min_frac`` of the smaller frame's pixel count, at least 5: two 2 x 20 pixel 160 um
+    frames overlap in at most 40 pixels, ~17-19 usable after the interpolation's edge and
+    the source masks, so 20 would leave almost no pair; 8 there), ``sigma`` its 1-sigma standard error,
     ``npix`` the number of pixels used.  ``sigma = 1.4826 * MAD * sqrt(R / npix)``,
     ``R = (1.2533**2 V_i + V_j) / sum(v)``: the noise scale comes from the MAD of the
     differences, the rest from ``unc`` (u): ``V_i = sum u_i**2`` is frame i's share of
@@ -290,7 +375,7 @@ def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixel
     xi, yi = xi[use], yi[use]
     taps = [(k[use], w[use]) for k, w in taps]
     npix = len(xi)
-    if npix < min_pixels:
+    if npix < min(min_pixels, max(5, int(np.ceil(min_frac * min(fi.image.size, fj.image.size))))):
         return np.nan, np.nan, npix
     img_j = np.where(ok_j, fj.image, 0.0).ravel()
     d = fi.image[yi, xi] - sum(w * img_j[k] for k, w in taps)

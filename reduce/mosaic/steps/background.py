@@ -10,11 +10,11 @@ from ..kernels import background as K
 from . import frames as F
 
 
-def _pair_block(src, pairs, pointing, min_pixels, nsigma, dilate_px):
+def _pair_block(src, pairs, pointing, min_pixels, nsigma, dilate_px, fwhm_px=None):
     pairs = [(int(i), int(j)) for i, j in pairs]      # (m, 2) array: not a list, which dask would walk
     need = sorted({p for pair in pairs for p in pair})
     frames = {f.meta["position"]: f for f in F.load(src, need, pointing)}
-    masks = {p: K.source_mask(f.image, f.unc, f.good, nsigma=nsigma, dilate_px=dilate_px)
+    masks = {p: K.source_mask(f.image, f.unc, f.good, nsigma=nsigma, dilate_px=dilate_px, fwhm_px=fwhm_px)
              for p, f in frames.items() if f.wcs is not None and f.good.any()}
     out = np.full((len(pairs), 3), np.nan)
     for k, (i, j) in enumerate(pairs):
@@ -33,14 +33,18 @@ def _solve(n, pairs, parts, footprints):
     return {"offsets": offsets, "sigma": sigma, "component": component, "pairs": len(pairs), "pairs_used": int(used)}
 
 
-def match(src, pairs, n, pointing, footprints, *, enabled=True, block=256, min_pixels=20, nsigma=3.0, dilate_px=2):
+def match(src, pairs, n, pointing, footprints, *, enabled=True, block=256, min_pixels=20, nsigma=3.0, dilate_px=2,
+          fwhm_px=None):
     """Lazy {offsets (n,) MJy/sr, sigma, component, pairs, pairs_used}; ``enabled`` False: zeros.
     ``pairs``: (m, 2) frame indices of overlapping frames; ``footprints``: (n, 4, 2) deg (the
-    correlation of pair differences that share a frame, for the offsets' sigmas)."""
+    correlation of pair differences that share a frame, for the offsets' sigmas); ``fwhm_px``:
+    the PSF FWHM in pixels, for the source masks of narrow frames (``kernels.background
+    .source_mask``); ``min_pixels``: pixels a pair difference needs (fewer for small frames:
+    ``pair_difference``'s ``min_frac``)."""
     if not enabled or len(pairs) == 0:
         return dask.delayed(_zero)(n, len(pairs))
     parts = [dask.delayed(_pair_block, pure=True)(src, np.asarray(pairs[a:a + block], np.int64), pointing,
-                                                 min_pixels, nsigma, dilate_px)
+                                                 min_pixels, nsigma, dilate_px, fwhm_px)
              for a in range(0, len(pairs), block)]
     return dask.delayed(_solve, pure=True)(n, np.asarray(pairs, np.int64), parts, footprints)
 

@@ -8,6 +8,7 @@ import warnings
 import dask
 import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..kernels import pointing as K
 from . import frames as F
@@ -21,11 +22,19 @@ def _catalog_block(src, positions, fwhm_px, nsigma, sigma_floor_arcsec, pixel_ar
             out[p] = None
             continue
         good = f.good & ~f.meta["suspect"] if "suspect" in f.meta else f.good
+        narrow = K.is_narrow(f.image.shape, fwhm_px)
+        if narrow:   # the 160 um strips: FWHM and errors per pixel axis (16" x 18" pixels)
+            scale = proj_plane_pixel_scales(f.wcs.celestial) * 3600.0
+            fwhm_xy = tuple(fwhm_px * pixel_arcsec / scale)
         with warnings.catch_warnings():     # photutils: "fit(s) may not have converged" (flagged fits dropped)
             warnings.simplefilter("ignore", AstropyUserWarning)
-            s = K.extract_sources(f.image, f.unc, good, fwhm_px, nsigma=nsigma)
+            s = K.extract_sources(f.image, f.unc, good, fwhm_px, nsigma=nsigma, fwhm_xy=fwhm_xy if narrow else None)
         ra, dec = f.wcs.all_pix2world(s["x"], s["y"], 0)
-        sigma = np.hypot(pixel_arcsec * 0.5 * (s["x_err"] + s["y_err"]), sigma_floor_arcsec)   # fit errors
+        if narrow:   # per-axis rms of the fit errors (y_err ~ 2 x_err on the strips)
+            err = np.sqrt(0.5 * ((scale[0] * s["x_err"]) ** 2 + (scale[1] * s["y_err"]) ** 2))
+        else:
+            err = pixel_arcsec * 0.5 * (s["x_err"] + s["y_err"])
+        sigma = np.hypot(err, sigma_floor_arcsec)   # fit errors
         out[p] = {"ra": np.asarray(ra, float), "dec": np.asarray(dec, float), "sigma": sigma}
     return out
 
