@@ -128,6 +128,7 @@ class BcdFile:
     pixel_scale_arcsec: float
     mjd: float | None
     wcs_header: str
+    aot_type: str = ""        # AOT_TYPE ("" when absent): scan maps get per-leg background offsets
 
     @property
     def array(self):
@@ -244,7 +245,7 @@ def companions(path, instrument):
 
 
 _HEADER_KEY = re.compile(rf"^({_WCS_NAMES}|SIMPLE|BITPIX|NAXIS\d*|INSTRUME|CHNLNUM|AORKEY|EXPID|"
-                         r"DCENUM|MJD_OBS|MJD-OBS|DATE_OBS|DATE-OBS|BUNIT)$")
+                         r"DCENUM|MJD_OBS|MJD-OBS|DATE_OBS|DATE-OBS|BUNIT|AOT_TYPE)$")
 """The cards ``read_bcd_header`` needs."""
 
 
@@ -315,7 +316,8 @@ def read_bcd_header(path):
         shape=(int(header["NAXIS2"]), int(header["NAXIS1"])), nplanes=nplanes,
         bunit=str(get("BUNIT", "")).strip(),
         pixel_scale_arcsec=float(np.sqrt(proj_plane_pixel_area(w)) * 3600.0),
-        mjd=_mjd(get), wcs_header=cards.tostring(sep="\n", endcard=False, padding=False)), None
+        mjd=_mjd(get), wcs_header=cards.tostring(sep="\n", endcard=False, padding=False),
+        aot_type=str(get("AOT_TYPE", "")).strip()), None
 
 
 def find_bcds(paths):

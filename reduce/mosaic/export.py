@@ -100,6 +100,8 @@ def _cards(unit, plan, summary, params, rows, kind):
     h["REFCAT"] = (Path(params.refcat).name if params.refcat else "none", "reference catalogue")
     h["BGMATCH"] = (bool(params.background), "background matching of frame overlaps")
     h["BGPAIRS"] = (int(summary["background"]["pairs_used"]), "overlapping frame pairs used")
+    h["BGGROUP"] = ("leg" if getattr(plan, "groups", None) is not None else "frame",
+                    "one background offset per scan leg or per frame")
     h["BGRMS"] = (round(float(np.sqrt(np.mean(rows["bg_offset"][ok] ** 2))) if ok.any() else 0.0, 6),
                   "[MJy/sr] rms of the per-frame offsets")
     h["OUTREJ"] = (bool(params.outliers), "outlier rejection across frames")

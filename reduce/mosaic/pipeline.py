@@ -7,7 +7,8 @@ lazy graph (``build``), in order, each step a module of ``reduce.mosaic.steps``:
 
 1. pointing: sources per frame, per-frame offsets by sparse robust least squares, tied to a
    reference catalogue when one is given (``--refcat``), relative otherwise;
-2. background: per-frame additive levels from the overlaps of frame pairs (sum zero);
+2. background: additive levels from the overlaps of frame pairs (sum zero), one per frame, or
+   one per scan leg for the MIPS 70/160 um scan maps (``MosaicParams.background_groups``);
 3. outliers: median of the frames on the output grid per tile, each frame compared with it;
 4. coadd: drizzle per output tile (inverse-variance weights), tiles written to zarr;
 5. filtered (MIPS 70 and 160 um only, ``MosaicParams.filtered``): the SSC's filtered BCDs, per
@@ -34,7 +35,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from .. import __version__
 from ..runner import Pipeline, TableSpec, Unit, UnitResult, compute_graph, hash_strings, read_records, run
 from .arrays import BAND_LABEL, FWHM, PIXEL_SCALE, POINTING_SIGMA
-from .kernels.background import overlap_pairs
+from .kernels.background import leg_groups, overlap_pairs
 from .kernels.frames import footprint, frame_centre
 from .kernels.grid import frames_in_tiles, output_grid, tile_bounds
 from .kernels.pointing import is_narrow
@@ -68,6 +69,7 @@ class MosaicParams:
     tile: int = 512                       # output tile side (pixels)
     frame_block: int = 64                 # frames per task
     max_neighbours: int = 12              # overlapping frames per frame in the background solve
+    background_groups: str = "auto"       # "frame", "leg" or "auto": see background_groups_for
     filtered: bool = True                 # MIPS 70/160 um: also the filtered BCDs and mosaic
     filter_window: int = 15               # DCEs in the running time median (odd)
     filter_mask_nsigma: float = 3.0       # sources above this (per frame) left out of the median
@@ -83,6 +85,22 @@ class MosaicParams:
         tests/mosaic/test_mips_level2_160 at seed 16 has 129 of 448 frames refined either
         way, centroids 0.44" rms with the catalogue, 0.60" without)."""
         return self.min_matches_narrow if is_narrow(shape, fwhm_px) else self.min_matches
+
+    def background_groups_for(self, instrument, chnlnum) -> str:
+        """"leg" or "frame": what one background offset covers. "auto" (the default): "leg" for the
+        MIPS 70 and 160 um arrays (their slow drifts give one additive offset per scan leg, as the
+        simulator's +-0.9 MJy/sr per leg at 160 um), "frame" for the other arrays (24 um: residual
+        dark/flat levels per frame). "leg" applies to the frames of scan-map AORs only
+        (``kernels.background.leg_groups``: AOT_TYPE with "scan", legs by EXPID); frames of other
+        AORs keep one offset each. Per leg, each offset is fitted from every cross-leg overlap of a
+        leg's 60-200 frames, where per frame a 2 x 20 pixel 160 um strip's offset carries
+        0.1-0.2 MJy/sr of its own noise and sources and its nearest frames are on its own leg
+        (tests/mosaic/test_mips_level2_160, seeds 16-19: frames' offsets 0.52-0.64 MJy/sr rms off
+        the simulated per-leg ones per frame, legs within 0.10 per leg); at 70 um
+        (tests/mosaic/test_mips_scanmap, 4 legs) 0.030 MJy/sr rms per frame, 0.007 per leg."""
+        if self.background_groups != "auto":
+            return self.background_groups
+        return "leg" if (instrument, chnlnum) in (("MIPS", 2), ("MIPS", 3)) else "frame"
 
     def with_refcat(self, path):
         if path is None:
@@ -106,6 +124,7 @@ class Plan:
     pairs: np.ndarray
     centres: np.ndarray
     footprints: np.ndarray   # (n, 4, 2) deg, NaN for frames without a WCS
+    groups: np.ndarray | None  # (n,) background-offset group of each frame (scan legs), None: per frame
     instrument: str
     chnlnum: int
     fwhm_px: float
@@ -131,16 +150,22 @@ def plan(src, instrument, chnlnum, params: MosaicParams) -> Plan:
     margin = int(np.ceil(5 * POINTING_SIGMA[key] / scale)) + 2    # room for the refined pointing
     allfps = np.full((n, 4, 2), np.nan)
     allfps[positions] = fps
+    groups = None
+    if params.background_groups_for(instrument, chnlnum) == "leg":
+        groups = leg_groups([f.aorkey for f in infos], [f.expid for f in infos], [f.time for f in infos],
+                            ["scan" in f.aot_type.lower() for f in infos])
+        groups = groups if (groups >= 0).any() else None
     if not positions:
-        return Plan(src, infos, [], None, [], [], np.zeros((0, 2), np.int64), centres, allfps, instrument, chnlnum,
-                    0, 0)
+        return Plan(src, infos, [], None, [], [], np.zeros((0, 2), np.int64), centres, allfps, groups, instrument,
+                    chnlnum, 0, 0)
     grid = output_grid(fps, scale, margin_px=margin)
     bounds = tile_bounds(grid.shape, params.tile)
     members = [np.asarray(positions)[np.asarray(m, dtype=np.int64)]
                for m in frames_in_tiles(fps, grid, bounds, pad_px=margin)]
-    pairs = overlap_pairs(fps, max_neighbours=params.max_neighbours)
+    pairs = overlap_pairs(fps, max_neighbours=params.max_neighbours,
+                          groups=None if groups is None else groups[positions])
     pairs = np.asarray(positions)[pairs] if len(pairs) else np.zeros((0, 2), np.int64)
-    return Plan(src, infos, positions, grid, bounds, members, pairs, centres, allfps, instrument, chnlnum,
+    return Plan(src, infos, positions, grid, bounds, members, pairs, centres, allfps, groups, instrument, chnlnum,
                 FWHM[key] / native, native)
 
 
@@ -164,7 +189,8 @@ def build(plan_: Plan, store, key, params: MosaicParams, refcat=None):
                                refcat=refcat, match_radius_arcsec=match_radius,
                                min_matches=params.min_matches_for(shape, p.fwhm_px),
                                block=params.frame_block, enabled=params.refine)
-    bg = bg_step.match(src, p.pairs, n, sol, p.footprints, enabled=params.background, fwhm_px=p.fwhm_px)
+    bg = bg_step.match(src, p.pairs, n, sol, p.footprints, enabled=params.background, fwhm_px=p.fwhm_px,
+                       groups=p.groups)
     times = np.array([f.time for f in p.infos], np.float64)   # an array: dask does not walk it
     rejected = outlier_step.reject(src, str(store), key, p.positions, p.grid, p.bounds, p.members, sol, bg,
                                    params, block=params.frame_block, fwhm_px=p.fwhm_px,

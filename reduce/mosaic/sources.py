@@ -43,6 +43,8 @@ class FrameInfo:
     header: str          # WCS cards, one per line ("" when the frame has no usable WCS)
     shape: tuple
     name: str
+    expid: int = -1      # EXPID (-1: unknown); with ``aot_type``, the scan legs (kernels.background.leg_groups)
+    aot_type: str = ""   # AOT_TYPE ("" when unknown)
 
     def wcs(self) -> WCS:
         return wcs_from_text(self.header)
@@ -87,7 +89,7 @@ class StoreFrames:
         from ..mips.kernels.wcs import wcs_header
         t = self._table()
         c = {k: t[k].values for k in ("dceid", "aorkey", "time", "ra_ref", "dec_ref", "pa_ref", "calset", "status",
-                                       "source_file")}
+                                       "source_file", "expid", "aot_type")}
         cal = CalTable.load(open_committed(self.store, RAW_GROUPS[self.chnlnum]).attrs.get("calibration_sets", []),
                             self.chnlnum)
         shape = (t.sizes["y"], t.sizes["x"])
@@ -98,7 +100,7 @@ class StoreFrames:
             ok = str(c["status"][i]) == "ok" and cs is not None
             header = wcs_header(cs.distortion, c["ra_ref"][i], c["dec_ref"][i], c["pa_ref"][i]).tostring(sep="\n") if ok else ""
             out.append(FrameInfo(str(int(c["dceid"][i])), int(c["aorkey"][i]), self.chnlnum, float(c["time"][i]),
-                                 header, shape, str(c["source_file"][i])))
+                                 header, shape, str(c["source_file"][i]), int(c["expid"][i]), str(c["aot_type"][i])))
         return out
 
     def load(self, positions) -> list[Frame]:
@@ -137,7 +139,7 @@ class FileFrames:
         for b in self.files:
             out.append(FrameInfo(str(b.path), -1 if b.aorkey is None else int(b.aorkey), int(b.chnlnum),
                                  np.nan if b.mjd is None else float(b.mjd), b.wcs_header, tuple(b.shape),
-                                 str(b.path)))
+                                 str(b.path), -1 if b.expid is None else int(b.expid), b.aot_type))
         return out
 
     def load(self, positions) -> list[Frame]:

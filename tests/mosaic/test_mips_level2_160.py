@@ -14,22 +14,26 @@ map's background gradient, which test_mips_level2._truth_image leaves out).
 pixel-integrated Gaussian, FWHM fixed along each pixel axis, plus a background quadratic along
 the strip, on the box clipped to the frame) measures the sources centred within 1 pixel of the
 strip, and one matched source refines a frame (``MosaicParams.min_matches_narrow``): 129-141 of
-the 448 frames at seeds 16-19 (none before); the others keep their spacecraft pointing (3.9"
-radial rms per DCE, sim). Centroids: 0.35-0.51" rms (0.50-1.16" with no frame refined); mean
-ratio 0.983-1.003 (0.982-1.013). Single sources are still off by up to 6 % (2.5 % rms over the
-24, 2.7 % before): within 2.3 empty-aperture sigmas at seeds 16 and 19, up to 5.0 and 4.3 at 17
-and 18 (the non-strict xfail below; 7.0, 3.7, 7.3, 3.4 before). Measured on these frames (outlier
-rejection off): with every frame at its true pointing, noiseless and without the per-leg
-offsets, every ratio is within 0.4 % (with 0.54 MJy/sr of noise added, within 1.3 sigma); the rest comes
-from (1) the frames that keep the spacecraft pointing, mostly strips that see only a source's
-wings (centre > 1 px off the strip), ~1-2 % on noiseless frames, and (2) the simulator's
-per-leg additive offsets (+-0.9 MJy/sr): with true pointing and no background matching they
-alone put the ratios at 0.970-0.995 (seed 18). Background matching of the 2 x 20 strips (sources
-masked against a background that follows the strip, 8-pixel minimum overlaps) does not remove
-them: the 12 nearest frames of a strip are on its own scan leg, so the legs are not linked, and
-each strip's offset carries ~0.1-0.2 MJy/sr of its own noise and of its sources. Over the 24
-sources of seeds 16-19 the ratios' rms is 2.5 % with it (6 beyond 3 %), 2.5 % with the legs
-linked (48 neighbours per strip; 6), 2.1 % with background matching off (4).
+the 448 frames at seeds 16-19; the others keep their spacecraft pointing (3.9" radial rms per
+DCE, sim). Background: one additive offset per scan leg (``MosaicParams.background_groups``,
+"auto": per leg at 70/160 um; legs from AORKEY/EXPID, ``kernels.background.leg_groups``), fitted
+from the pairs of overlapping strips of different legs. It recovers the simulator's per-leg
+offsets (+-0.9 MJy/sr, 0.49-0.71 rms) within 0.03-0.08 MJy/sr rms; one offset per 2 x 20 strip
+left 0.37-0.50 (each strip's offset carries 0.1-0.2 MJy/sr of its own noise and sources, and
+its nearest frames are on its own leg, so the legs were not linked).
+
+Measured at seeds 16-19 (24 sources; before = one offset per frame, at the branch's previous
+commit): centroids 0.25-0.48" rms (0.35-0.51"); S/N-weighted mean ratio 0.987-0.999
+(0.983-1.003); single sources within 2.8 % of the truth, 1.6 % rms (up to 6.4 %, 2.5 % rms, 6 of
+24 beyond 3 %); the empty-aperture scatter (``_empty_sigma``) fell from 0.019-0.041 Jy to
+0.006-0.011 Jy, so that the pulls, now set by systematics, grew: up to 7.2, 4.5, 8.3, 6.6 sigmas
+at seeds 16-19 (2.3, 5.0, 4.3, 2.3). What remains (the mean ratio's -0.1 to -1.3 % and the
+single sources' 1.6 % rms) is put down to the frames that keep the spacecraft pointing, mostly
+strips that see only a source's wings (centre > 1 px off the strip), by a measurement made
+before the per-leg offsets and not repeated since: ~1-2 % on noiseless frames, while with every
+frame at its true pointing, noiseless and without the per-leg offsets, every ratio was within
+0.4 % (with 0.54 MJy/sr of noise added, within 1.3 sigma). Hence the per-source 3 % test passes
+and the 3-sigma one is a strict xfail.
 """
 
 import numpy as np
@@ -190,11 +194,35 @@ def test_160um_photometry_mean_within_3_percent(measured):
     assert abs(f["mean_ratio"] - 1) < 0.03, f
 
 
-@pytest.mark.xfail(strict=False, raises=AssertionError,
-                   reason="issue 9 not met at 160 um at every seed: single sources up to 5.0 and 4.3 empty-aperture "
-                   "sigmas off at seeds 17 and 18 (within 2.3 at 16, this module's, and 19): frames that keep the "
-                   "spacecraft pointing and per-leg offsets that background matching of 2 x 20 strips leaves "
-                   "(module docstring); not strict, since it passes at seed 16")
+def test_160um_background_one_offset_per_leg(level2_160):
+    """The default background groups at 160 um are the scan legs (header BGGROUP = 'leg'): one
+    offset for the 64 DCEs of each leg, within 0.15 MJy/sr of the simulator's per-leg offsets
+    (+-0.9 MJy/sr; measured within 0.06, 0.06, 0.05, 0.10 at seeds 16-19; one offset per
+    frame was 0.52-0.64 MJy/sr rms off the leg's)."""
+    truth, out = level2_160
+    assert fits.getheader(_product(out, "maic"))["BGGROUP"] == "leg"
+    rows = Table.read(_product(out, "mptg"), format="ascii.ipac")
+    legs = np.repeat(np.arange(AOR160.n_legs), AOR160.n_dce // AOR160.n_legs)
+    found = np.asarray(rows["bg_offset"], float)
+    true = np.asarray(truth["leg_offsets"][str(AOR160.aorkey)]["3"])
+    for k in range(AOR160.n_legs):
+        assert np.ptp(found[legs == k]) < 1e-6, (k, found[legs == k])
+    assert np.all(np.abs(found - true[legs]) < 0.15), (found[::64], true)
+
+
+def test_160um_photometry_each_within_3_percent(measured):
+    """Issue 9's per-source criterion: each injected source's aperture flux (as above) within 3 %
+    of its truth (at seeds 16-19 all 24 within 2.8 %, 1.6 % rms; module docstring)."""
+    f = _figures(measured)
+    assert f["n"] >= 5, f
+    assert np.all(np.abs(np.array(f["ratios"]) - 1) < 0.03), f
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="at 160 um the single sources' systematic errors (1.6 % rms, from the frames that keep "
+                   "the spacecraft pointing: module docstring) exceed 3 empty-aperture sigmas (0.3-0.5 % of a "
+                   "2 Jy source with per-leg background offsets): pulls up to 7.2, 4.5, 8.3, 6.6 at seeds 16-19 "
+                   "(7.2 at this module's seed 16)")
 def test_160um_photometry_each_within_3_sigma(measured):
     """Each injected source's aperture flux (as above) within 3 sigma of its truth, sigma the
     scatter of the same aperture at empty places of mosaic - truth (``_empty_sigma``)."""

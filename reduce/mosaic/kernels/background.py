@@ -10,7 +10,9 @@ of frames (the sky is not subtracted):
 3. :func:`pair_difference` measures the robust level difference ``d_ij`` of each pair;
 4. :func:`solve_offsets` solves ``o_i - o_j = d_ij`` in the weighted least-squares sense on
    the sparse graph Laplacian (Huber-reweighted), gauge ``sum(o) = 0`` per connected
-   component.  The matched frame is ``image - offset``.
+   component.  The matched frame is ``image - offset``.  Optionally one offset per group of
+   frames (``groups``: the scan legs of a MIPS Ge scan map, :func:`leg_groups`): the design
+   matrix is pairs x groups, the gauge sums the frames' offsets to zero.
 
 Time and memory grow with the number of overlapping pairs, never with n**2 (MOPEX inverts
 one dense matrix; ``reproject``'s ``match_background`` builds a dense n x n offset matrix).
@@ -26,7 +28,8 @@ from scipy.sparse.linalg import splu
 
 from reduce.mosaic.kernels.frames import Frame, pixel_map
 
-__all__ = ["overlap_pairs", "pair_correlation", "source_mask", "pair_difference", "solve_offsets"]
+__all__ = ["overlap_pairs", "pair_correlation", "source_mask", "pair_difference", "solve_offsets",
+           "leg_groups"]
 
 MEDIAN_SE = 1.2533  # sqrt(pi/2): standard error of a Gaussian median / that of the mean
 MAD_SIGMA = 1.4826  # sigma / MAD of a Gaussian
@@ -61,7 +64,7 @@ def _tangent_plane(c):
     return plane
 
 
-def overlap_pairs(footprints, *, min_area_frac=0.0, max_neighbours=None) -> np.ndarray:
+def overlap_pairs(footprints, *, min_area_frac=0.0, max_neighbours=None, groups=None) -> np.ndarray:
     """Pairs of frames whose footprints overlap.
 
     ``footprints``: (n, 4, 2) deg, (ra, dec) of each frame's corners (``frames.footprint``).
@@ -81,6 +84,13 @@ def overlap_pairs(footprints, *, min_area_frac=0.0, max_neighbours=None) -> np.n
     ``max_neighbours`` nearest frames (``cKDTree.query``) and its successor in the given order,
     so a deep stack at one pointing (every frame overlaps every other) gives O(n k) pairs, not
     n (n - 1) / 2; the successor keeps a time-ordered sequence connected.
+
+    ``groups`` (None: every pair): (n,) int labels of frames that share one offset in
+    ``solve_offsets(groups=...)`` (negative: a frame on its own); pairs within a group are
+    left out (they constrain nothing there), and with ``max_neighbours`` each frame of a group
+    of two or more also gets its ``max_neighbours`` nearest frames of other groups as
+    candidates (a k-d tree per group of the frames outside it): a scan leg's nearest frames
+    are its own, so the nearest frames alone would leave the legs unlinked.
 
     Returns (m, 2) int64, ``i < j``, sorted lexicographically.
     """
@@ -109,10 +119,13 @@ def overlap_pairs(footprints, *, min_area_frac=0.0, max_neighbours=None) -> np.n
         rows = np.repeat(np.arange(n), k)
         near = np.column_stack([rows, idx.ravel()])[np.isfinite(dist.ravel())]
         seq = np.column_stack([np.arange(n - 1), np.arange(1, n)])
-        cand = np.concatenate([near, seq])
+        cand = np.concatenate([near, seq] + _other_group_neighbours(centre, groups, k - 1, chord))
         cand = cand[cand[:, 0] != cand[:, 1]]
         cand.sort(axis=1)
         cand = np.unique(cand, axis=0)
+    if groups is not None and len(cand):
+        g = np.asarray(groups, dtype=np.int64).reshape(n)
+        cand = cand[(g[cand[:, 0]] != g[cand[:, 1]]) | (g[cand[:, 0]] < 0)]
     if len(cand) == 0:
         return np.empty((0, 2), np.int64)
     cand.sort(axis=1)
@@ -138,6 +151,57 @@ def overlap_pairs(footprints, *, min_area_frac=0.0, max_neighbours=None) -> np.n
                                                                  shapely.area(pj)))
     out = cand[keep]
     return out[np.lexsort((out[:, 1], out[:, 0]))]
+
+
+def _other_group_neighbours(centre, groups, k, chord):
+    """[(m, 2) int64] candidate pairs: each frame of a group of 2+ frames (``groups`` >= 0) with
+    its ``k`` nearest frames (centre unit vectors, within ``chord``) outside its group; [] when
+    ``groups`` is None."""
+    from scipy.spatial import cKDTree
+
+    if groups is None or k < 1:
+        return []
+    g = np.asarray(groups, dtype=np.int64).reshape(len(centre))
+    labels, counts = np.unique(g[g >= 0], return_counts=True)
+    out = []
+    for u in labels[counts > 1]:
+        inn, other = np.flatnonzero(g == u), np.flatnonzero(g != u)
+        if len(other) == 0:
+            continue
+        kk = min(k, len(other))
+        dist, idx = cKDTree(centre[other]).query(centre[inn], k=kk, distance_upper_bound=chord)
+        dist, idx = dist.reshape(len(inn), kk), idx.reshape(len(inn), kk)
+        ok = np.isfinite(dist)
+        out.append(np.column_stack([np.repeat(inn, kk)[ok.ravel()], other[idx[ok]]]))
+    return out
+
+
+def leg_groups(aorkey, expid, time, scan) -> np.ndarray:
+    """Scan-leg labels (n,) int64 of a mosaic's frames, for ``solve_offsets(groups=...)``.
+
+    A leg: the frames of one scan-map AOR (``scan`` True; one array: a mosaic unit is one
+    array) with the same EXPID that follow each other in time (runs of equal (AORKEY, EXPID)
+    in the order of (AORKEY, ``time``); NaN times first, in the given order).  The simulator
+    (``reduce.simulate.mips``, MipsScan) numbers its legs by EXPID and adds one offset per
+    EXPID and array; for the SSC's scan maps EXPID counts the exposures of the observing
+    sequence, which this assumes not to span a turnaround (a finer split only costs
+    precision).  Frames not of a scan map, or with EXPID < 0 (unknown), get -1: one offset
+    each.  ``aorkey``, ``expid``: (n,) int; ``time``: (n,) float; ``scan``: (n,) bool.
+    """
+    aorkey = np.asarray(aorkey, dtype=np.int64)
+    expid = np.asarray(expid, dtype=np.int64)
+    time = np.asarray(time, dtype=np.float64)
+    scan = np.asarray(scan, bool) & (expid >= 0)
+    n = len(aorkey)
+    out = np.full(n, -1, np.int64)
+    idx = np.flatnonzero(scan)
+    if len(idx) == 0:
+        return out
+    t = np.where(np.isfinite(time[idx]), time[idx], -np.inf)
+    order = idx[np.lexsort((np.arange(len(idx)), t, aorkey[idx]))]
+    new = np.r_[True, (aorkey[order][1:] != aorkey[order][:-1]) | (expid[order][1:] != expid[order][:-1])]
+    out[order] = np.cumsum(new) - 1
+    return out
 
 
 def pair_correlation(footprints, pairs):
@@ -403,19 +467,43 @@ def _var(unc):
     return np.where(ok, u, fill) ** 2
 
 
-def solve_offsets(n, pairs, diff, sigma, *, huber=2.0, iterations=5, corr=None,
+def _group_labels(n, groups):
+    """(n,) compact group ids 0..G-1 and G from ``groups`` (None: one group per frame; a
+    negative label: the frame is a group of its own)."""
+    if groups is None:
+        return np.arange(n), n
+    g = np.asarray(groups, dtype=np.int64).reshape(n)
+    lone = g < 0
+    _, g_pos = np.unique(g[~lone], return_inverse=True)
+    out = np.empty(n, np.int64)
+    out[~lone] = g_pos
+    k = int(g_pos.max()) + 1 if len(g_pos) else 0
+    out[lone] = k + np.arange(int(lone.sum()))
+    return out, k + int(lone.sum())
+
+
+def solve_offsets(n, pairs, diff, sigma, *, groups=None, huber=2.0, iterations=5, corr=None,
                   exact_sigma_max=2000, nsamples=200):
-    """One additive level per frame from pairwise level differences (sparse, robust).
+    """One additive level per frame, or per group of frames, from pairwise level differences
+    (sparse, robust).
 
     Minimises ``sum_ij w_ij (o_i - o_j - d_ij)**2`` with ``w = 1 / sigma**2``, iteratively
     reweighted ``iterations`` times with Huber weights ``min(1, huber / |r_ij|)`` of the
     standardised residuals ``r = (o_i - o_j - d_ij) / sigma`` (``huber=None``: plain least
     squares).  Pairs with a non-finite ``diff`` or ``sigma`` (or ``sigma <= 0``, or
     ``i == j``) are ignored.  Each solve factorises the graph Laplacian ``A^T W A``
-    (``scipy.sparse``, SuperLU) with one frame per connected component pinned to 0, then
-    shifts every component to mean 0: the gauge ``sum(o) = 0`` per component
-    (``scipy.sparse.csgraph.connected_components``), so the mean level of every component
-    is kept (no sky subtraction).  Frames without a usable pair get offset 0.
+    (``scipy.sparse``, SuperLU) with one unknown per connected component pinned to 0, then
+    shifts every component so that the sum of its frames' offsets is 0: the gauge
+    ``sum(o) = 0`` per component (``scipy.sparse.csgraph.connected_components``), so the
+    mean level of every component is kept (no sky subtraction).  Frames without a usable
+    pair (of their group) get offset 0.
+
+    ``groups`` (None: one offset per frame): (n,) int labels; frames with the same label share
+    one offset (the MIPS Ge scan maps' per-leg offsets, ``leg_groups``), a negative label is a
+    group of one frame.  The design matrix is then pairs x groups (``A = A_frames P`` with ``P``
+    the n x G membership matrix), pairs within one group are ignored (they constrain nothing),
+    and the gauge weighs each group by its number of frames (the frames' offsets sum to 0).
+    A frame's offset, sigma and component are its group's.
 
     ``n``: number of frames; ``pairs``: (m, 2) int; ``diff``, ``sigma``: (m,) MJy/sr,
     ``diff_ij`` estimates ``o_i - o_j`` (``pair_difference``).
@@ -423,9 +511,9 @@ def solve_offsets(n, pairs, diff, sigma, *, huber=2.0, iterations=5, corr=None,
     Returns ``(offsets, offsets_sigma, component)``: offsets (n,) MJy/sr (matched frame =
     image - offset); offsets_sigma (n,) MJy/sr, the 1-sigma of each offset in this gauge
     from the final weights: the diagonal of the Laplacian's pseudo-inverse (exact, via
-    ``diag(C S C)`` with ``S`` the inverse of the pinned Laplacian and ``C`` the centring,
-    from one column solve per frame with the sparse LU, cost ~ n x nnz(LU)) when the frames
-    in components number at most ``exact_sigma_max``; above that a Monte Carlo estimate:
+    ``diag(C S C')`` with ``S`` the inverse of the pinned Laplacian and ``C`` the centring,
+    from one column solve per unknown with the sparse LU, cost ~ G x nnz(LU)) when the
+    unknowns in components number at most ``exact_sigma_max``; above that a Monte Carlo estimate:
     the estimator applied to ``nsamples`` draws of independent Gaussian noise of variance
     ``1 / w`` (final weights; same expectation as the exact diagonal; fixed seed; relative precision ~ 1 / sqrt(2 nsamples), 5 % for 200;
     ``corr`` is then not used); 0 for frames without a pair.
@@ -439,39 +527,47 @@ def solve_offsets(n, pairs, diff, sigma, *, huber=2.0, iterations=5, corr=None,
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     diff = np.asarray(diff, dtype=np.float64)
     sigma = np.asarray(sigma, dtype=np.float64)
-    use = np.isfinite(diff) & np.isfinite(sigma) & (sigma > 0) & (pairs[:, 0] != pairs[:, 1])
-    i, j, d, s = pairs[use, 0], pairs[use, 1], diff[use], sigma[use]
+    grp, ng = _group_labels(n, groups)
+    cnt = np.bincount(grp, minlength=ng).astype(float)       # frames per unknown (gauge weights)
+    gi, gj = grp[pairs[:, 0]], grp[pairs[:, 1]]
+    use = np.isfinite(diff) & np.isfinite(sigma) & (sigma > 0) & (gi != gj)
+    i, j, d, s = gi[use], gj[use], diff[use], sigma[use]
     m = len(i)
-    offsets, osig = np.zeros(n), np.zeros(n)
-    component = np.full(n, -1, np.int64)
+    offsets, osig = np.zeros(ng), np.zeros(ng)
+    component = np.full(ng, -1, np.int64)
     if m == 0:
-        return offsets, osig, component
+        return offsets[grp], osig[grp], component[grp]
 
-    adj = sp.coo_matrix((np.ones(m), (i, j)), shape=(n, n)).tocsr()
+    adj = sp.coo_matrix((np.ones(m), (i, j)), shape=(ng, ng)).tocsr()
     _, lab = connected_components(adj, directed=False)
-    linked = np.zeros(n, bool)
+    linked = np.zeros(ng, bool)
     linked[i] = linked[j] = True
     _, component[linked] = np.unique(lab[linked], return_inverse=True)
     ncomp = component.max() + 1
     comp_l = component[linked]
+    cnt_l = cnt[linked]
     nodes = np.flatnonzero(linked)
-    first = np.zeros(n, bool)
-    first[nodes[np.unique(comp_l, return_index=True)[1]]] = True  # pinned reference frames
+    first = np.zeros(ng, bool)
+    first[nodes[np.unique(comp_l, return_index=True)[1]]] = True  # pinned reference unknowns
     free = linked & ~first
     nfree = int(free.sum())
-    size = np.bincount(comp_l, minlength=ncomp).astype(float)
+    size = np.bincount(comp_l, cnt_l, minlength=ncomp)            # frames per component
     A = sp.csr_matrix((np.r_[np.ones(m), -np.ones(m)], (np.r_[np.arange(m), np.arange(m)],
-                                                        np.r_[i, j])), shape=(m, n))
-    A = A[:, np.flatnonzero(free)]  # pinned frames: o = 0, columns dropped
+                                                        np.r_[i, j])), shape=(m, ng))
+    A = A[:, np.flatnonzero(free)]  # pinned unknowns: o = 0, columns dropped
+
+    def centre(o):        # (ng, ...) -> shifted so that each component's frames sum to 0
+        tot = np.stack([np.bincount(comp_l, cnt_l * col, minlength=ncomp)
+                        for col in o[linked].reshape(len(comp_l), -1).T], 1)
+        o[linked] -= (tot / size[:, None])[comp_l].reshape(o[linked].shape)
+        return o
 
     def solve(w):
         lap = (A.T @ sp.diags(w) @ A).tocsc()
         lu = splu(lap, permc_spec="MMD_AT_PLUS_A")  # nfree >= 1: every component has 2+
-        o = np.zeros(n)
+        o = np.zeros(ng)
         o[free] = lu.solve(A.T @ (w * d))
-        mean = np.bincount(comp_l, o[linked], minlength=ncomp) / size
-        o[linked] -= mean[comp_l]
-        return o, lu
+        return centre(o), lu
 
     w0 = 1.0 / s**2
     w = w0
@@ -483,27 +579,27 @@ def solve_offsets(n, pairs, diff, sigma, *, huber=2.0, iterations=5, corr=None,
             offsets, lu = solve(w)
 
     if linked.sum() <= exact_sigma_max and corr is not None:
-        # sandwich: o = Cc E L^-1 A' W d, var_k = g_k' C g_k, g_k = W A L^-1 E' Cc e_k
+        # sandwich: o = Cc E L^-1 A' W d, var_k = g_k' C g_k, g_k = W A L^-1 E' Cc' e_k
         cov = sp.diags(s) @ sp.csr_matrix(corr)[use][:, use] @ sp.diags(s)
         lk = np.flatnonzero(linked)
         var = np.zeros(len(lk))
         chunk = max(1, min(len(lk), 1_000_000 // max(m, nfree, 1)))
         for a in range(0, len(lk), chunk):
             k = lk[a:a + chunk]
-            rhs = np.zeros((n, len(k)))
+            rhs = np.zeros((ng, len(k)))
             rhs[k, np.arange(len(k))] = 1.0
-            # centring Cc: subtract 1 / n_c on every frame of the column's component
-            rhs[linked] -= (component[linked][:, None] == component[k][None, :]) / size[
+            # centring Cc' e_k: subtract cnt_l / size on every unknown of the column's component
+            rhs[linked] -= (component[linked][:, None] == component[k][None, :]) * cnt_l[:, None] / size[
                 component[k]][None, :]
             g = w[:, None] * (A @ lu.solve(rhs[free]))
             var[a:a + chunk] = np.einsum("mk,mk->k", g, cov @ g)
     elif linked.sum() <= exact_sigma_max:
-        # diag(C S0 C) with S0 = pinned inverse (zero row/col for the pinned frames):
-        # S0_kk - 2 (S0 1_c)_k / n_c + 1_c' S0 1_c / n_c**2
-        u = np.zeros(n)
-        u[free] = lu.solve(np.ones(nfree))
-        tot = np.bincount(comp_l, u[linked], minlength=ncomp)
-        dkk = np.zeros(n)
+        # diag(C S0 C') with S0 = pinned inverse (zero row/col for the pinned unknowns), c the
+        # frame counts: S0_kk - 2 (S0 c)_k / N_c + c' S0 c / N_c**2
+        u = np.zeros(ng)
+        u[free] = lu.solve(cnt[free])
+        tot = np.bincount(comp_l, cnt_l * u[linked], minlength=ncomp)
+        dkk = np.zeros(ng)
         chunk = max(1, min(nfree, 1_000_000 // max(nfree, 1)))  # <= 8 MB of columns
         for a in range(0, nfree, chunk):
             b = min(nfree, a + chunk)
@@ -517,15 +613,13 @@ def solve_offsets(n, pairs, diff, sigma, *, huber=2.0, iterations=5, corr=None,
         # N(0, 1 / w) (K d* with the final factorisation); var = mean(o*_k**2) -> diag(L+)
         rng = np.random.default_rng(0)
         var = np.zeros(int(linked.sum()))
-        batch = max(1, min(nsamples, 1_000_000 // max(m, n)))  # <= 8 MB per array
+        batch = max(1, min(nsamples, 1_000_000 // max(m, ng)))  # <= 8 MB per array
         for b0 in range(0, nsamples, batch):
             nb = min(batch, nsamples - b0)
             z = rng.standard_normal((m, nb)) / np.sqrt(w)[:, None]
-            o = np.zeros((n, nb))
+            o = np.zeros((ng, nb))
             o[free] = lu.solve(A.T @ (w[:, None] * z))
-            o = o[linked]
-            mean = np.stack([np.bincount(comp_l, col, minlength=ncomp) for col in o.T], 1)
-            var += ((o - mean[comp_l] / size[comp_l][:, None]) ** 2).sum(1)
+            var += (centre(o)[linked] ** 2).sum(1)
         var /= nsamples
     osig[linked] = np.sqrt(np.maximum(var, 0.0))
-    return offsets, osig, component
+    return offsets[grp], osig[grp], component[grp]
