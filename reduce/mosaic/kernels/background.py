@@ -26,7 +26,7 @@ from scipy.sparse.linalg import splu
 
 from reduce.mosaic.kernels.frames import Frame, pixel_map
 
-__all__ = ["overlap_pairs", "pair_correlation", "source_mask", "pair_difference", "solve_offsets"]
+__all__ = ["overlap_pairs", "pair_correlation", "source_mask", "pair_difference", "pixel_variance", "solve_offsets"]
 
 MEDIAN_SE = 1.2533  # sqrt(pi/2): standard error of a Gaussian median / that of the mean
 MAD_SIGMA = 1.4826  # sigma / MAD of a Gaussian
@@ -236,7 +236,7 @@ def source_mask(image, unc, good, *, nsigma=3.0, dilate_px=2, box_px=None) -> np
     return det
 
 
-def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixels=20):
+def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixels=20, var_i=None, var_j=None):
     """Robust level difference of frame i minus frame j over their overlap, MJy/sr.
 
     Frame j is interpolated bilinearly (``scipy.ndimage.map_coordinates``) at the centres
@@ -244,7 +244,8 @@ def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixel
     j's outer pixel edges, every j pixel with a non-zero bilinear weight good and
     unmasked; within half a pixel of j's edge the edge pixels' values, which keeps the
     160 um 2-row arrays usable); ``mask_*``: (ny, nx) bool
-    source masks, True = exclude (``source_mask``).
+    source masks, True = exclude (``source_mask``); ``var_*``: ``pixel_variance`` of the
+    frames' ``unc`` when the caller has it (a frame is in several pairs).
 
     Returns ``(diff, sigma, npix)``: ``diff = median(f_i - f_j)`` (an estimate of
     ``o_i - o_j``; NaN when ``npix < min_pixels``), ``sigma`` its 1-sigma standard error,
@@ -297,8 +298,8 @@ def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixel
     diff = float(np.median(d))
     mad = float(np.median(np.abs(d - diff)))
     # correlation factor R of the bilinear interpolation (see docstring)
-    ui2 = _var(fi.unc)[yi, xi]
-    uj2 = _var(fj.unc).ravel()
+    ui2 = (pixel_variance(fi.unc) if var_i is None else var_i)[yi, xi]
+    uj2 = (pixel_variance(fj.unc) if var_j is None else var_j).ravel()
     csum = np.zeros(nyj * nxj)
     w2 = np.zeros(npix)
     for k, w in taps:
@@ -310,8 +311,8 @@ def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixel
     return diff, float(sigma), npix
 
 
-def _var(unc):
-    """Pixel variances from ``unc``; non-positive / non-finite entries get the median."""
+def pixel_variance(unc):
+    """Pixel variances (ny, nx) from ``unc``; non-positive / non-finite entries get the median."""
     u = np.asarray(unc, dtype=np.float64)
     ok = np.isfinite(u) & (u > 0)
     fill = np.median(u[ok]) if ok.any() else 1.0
