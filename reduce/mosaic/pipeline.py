@@ -188,8 +188,10 @@ def build(plan_: Plan, store, key, params: MosaicParams, refcat=None):
     sol = pointing_step.refine(src, p.positions, n, p.centres, fwhm_px=p.fwhm_px, pixel_arcsec=p.pixel_arcsec,
                                refcat=refcat, match_radius_arcsec=match_radius,
                                min_matches=params.min_matches_for(shape, p.fwhm_px),
-                               block=params.frame_block, enabled=params.refine)
-    bg = bg_step.match(src, p.pairs, n, sol, p.footprints, enabled=params.background, fwhm_px=p.fwhm_px,
+                               block=params.frame_block, enabled=params.refine, ready=ready,
+                               masks=bg_step.SourceMasks(str(store), key, fwhm_px=p.fwhm_px) if params.background
+                               else None)
+    bg = bg_step.match(src, str(store), key, p.pairs, n, sol, p.footprints, enabled=params.background,
                        groups=p.groups)
     times = np.array([f.time for f in p.infos], np.float64)   # an array: dask does not walk it
     rejected = outlier_step.reject(src, str(store), key, p.positions, p.grid, p.bounds, p.members, sol, bg,

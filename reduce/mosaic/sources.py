@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from astropy.io import fits
 from astropy.wcs import WCS
 
 from .kernels.frames import Frame
@@ -50,11 +49,11 @@ class FrameInfo:
         return wcs_from_text(self.header)
 
 
-@lru_cache(maxsize=4096)
 def wcs_from_text(text: str) -> WCS:
-    """The celestial WCS (with SIP) of a header's text (cached: frames are asked many times)."""
-    from .bcdfiles import wcs_from_cards
-    return wcs_from_cards(fits.Header.fromstring(text, sep="\n"))
+    """The celestial WCS (with SIP) of a header's text (``bcdfiles.wcs_of_text``: parsed once per
+    process and shared, never to be changed in place)."""
+    from .bcdfiles import wcs_of_text
+    return wcs_of_text(text)
 
 
 def fatal_mask(mask, bits: dict) -> np.ndarray:

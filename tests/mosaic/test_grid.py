@@ -136,3 +136,18 @@ def test_pixel_map_equals_the_per_pixel_transform(pointings, chnl):
     cut = (min(int(c[1].max()) + 3, g.shape[0]) - y0, min(int(c[0].max()) + 3, g.shape[1]) - x0)
     np.testing.assert_allclose(pixel_map(g.wcs, ws[0], cut, origin=(y0, x0)), exact(g.wcs, ws[0], cut, (y0, x0)),
                                rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, m", [(128, 9), (61, 5), (20, 4), (140, 10)])
+def test_spline_matrix_is_fitpacks_interpolating_spline(n, m):
+    """pixel_map's separable spline (By @ V @ Bx.T, kernels.frames._spline_matrix) equals
+    scipy's RectBivariateSpline(s=0) through the same nodes (FITPACK) at every pixel."""
+    from scipy.interpolate import RectBivariateSpline
+    from reduce.mosaic.kernels.frames import _spline_matrix
+
+    rng = np.random.default_rng(n)
+    ny_, nx_ = np.linspace(0, n - 1, m), np.linspace(0, 2 * n - 1, m + 2)
+    values = rng.normal(0, 50, (m, m + 2)) + np.add.outer(1.1 * ny_, 0.3 * nx_)
+    ref = RectBivariateSpline(ny_, nx_, values, s=0)(np.arange(n, dtype=float), np.arange(2 * n, dtype=float))
+    out = _spline_matrix(n, m) @ values @ _spline_matrix(2 * n, m + 2).T
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-9)

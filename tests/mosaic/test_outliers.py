@@ -366,3 +366,37 @@ def test_prefiltered_splines_give_the_same_stack(deep):
         for a, b in zip(stack_statistics(t, frames, splines=cache), stack_statistics(t, frames)):
             np.testing.assert_array_equal(a, b)
     assert len(cache) == len(frames)
+
+
+def test_packed_stack_equals_the_frame_cube():
+    """The stack as stack_statistics packs it (each pixel's samples in its first depth slots,
+    ``_pack``, in time order) gives bit for bit the median, MAD and time split of the cube of
+    one plane per frame (NaN where a frame has no sample), frames given out of time order, with
+    ties in time, partial boxes and all-NaN pixels."""
+    from reduce.mosaic.kernels.outliers import _mad_std0, _pack, nanmedian0, time_split
+
+    rng = np.random.default_rng(11)
+    n, shape = 23, (17, 19)
+    cube = np.full((n,) + shape, np.nan, np.float32)
+    samples = []
+    for k in range(n):
+        y0, x0 = rng.integers(0, 10), rng.integers(0, 10)
+        y1, x1 = y0 + rng.integers(1, 8), x0 + rng.integers(1, 10)
+        v = rng.normal(5.0, 1.0, (y1 - y0, x1 - x0)).astype(np.float32)
+        v[rng.random(v.shape) < 0.2] = np.nan
+        cube[k, y0:y1, x0:x1] = v
+        samples.append(((slice(y0, y1), slice(x0, x1)), v))
+    times = rng.integers(0, 8, n).astype(np.float64)       # ties: the order given decides (stable)
+    ref = time_split(cube, times)
+    order = np.argsort(times, kind="stable")
+    packed, tcube = _pack([samples[k] for k in order], shape, [times[k] for k in order])
+    depth = np.isfinite(cube).sum(0)
+    assert packed.shape[0] == depth.max() and (depth == 0).any()
+    assert np.array_equal(np.isfinite(packed).sum(0), depth)
+    med = nanmedian0(packed)
+    np.testing.assert_array_equal(med, nanmedian0(cube))
+    np.testing.assert_array_equal(_mad_std0(packed, med), _mad_std0(cube, nanmedian0(cube)))
+    out = time_split(packed, tcube)
+    for name in ("early", "late", "t_split", "third"):
+        np.testing.assert_array_equal(getattr(out, name), getattr(ref, name))
+    assert _pack([samples[0][:1] + (np.full((1, 1), np.nan, np.float32),)], shape) == (None, None)

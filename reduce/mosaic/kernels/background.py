@@ -28,7 +28,7 @@ from scipy.sparse.linalg import splu
 
 from reduce.mosaic.kernels.frames import Frame, pixel_map
 
-__all__ = ["overlap_pairs", "pair_correlation", "source_mask", "pair_difference", "solve_offsets",
+__all__ = ["overlap_pairs", "pair_correlation", "source_mask", "pair_difference", "pixel_variance", "solve_offsets",
            "leg_groups"]
 
 MEDIAN_SE = 1.2533  # sqrt(pi/2): standard error of a Gaussian median / that of the mean
@@ -382,7 +382,8 @@ def _quadratic_fits(t, v, use):
     return np.linalg.solve(a, r[..., None])[..., 0], ok
 
 
-def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixels=20, min_frac=0.2):
+def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixels=20, min_frac=0.2, var_i=None,
+                    var_j=None):
     """Robust level difference of frame i minus frame j over their overlap, MJy/sr.
 
     Frame j is interpolated bilinearly (``scipy.ndimage.map_coordinates``) at the centres
@@ -390,7 +391,8 @@ def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixel
     j's outer pixel edges, every j pixel with a non-zero bilinear weight good and
     unmasked; within half a pixel of j's edge the edge pixels' values, which keeps the
     160 um 2-row arrays usable); ``mask_*``: (ny, nx) bool
-    source masks, True = exclude (``source_mask``).
+    source masks, True = exclude (``source_mask``); ``var_*``: ``pixel_variance`` of the
+    frames' ``unc`` when the caller has it (a frame is in several pairs).
 
     Returns ``(diff, sigma, npix)``: ``diff = median(f_i - f_j)`` (an estimate of
     ``o_i - o_j``; NaN when ``npix`` is below ``min_pixels`` or, for small frames, below
@@ -446,8 +448,8 @@ def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixel
     diff = float(np.median(d))
     mad = float(np.median(np.abs(d - diff)))
     # correlation factor R of the bilinear interpolation (see docstring)
-    ui2 = _var(fi.unc)[yi, xi]
-    uj2 = _var(fj.unc).ravel()
+    ui2 = (pixel_variance(fi.unc) if var_i is None else var_i)[yi, xi]
+    uj2 = (pixel_variance(fj.unc) if var_j is None else var_j).ravel()
     csum = np.zeros(nyj * nxj)
     w2 = np.zeros(npix)
     for k, w in taps:
@@ -459,8 +461,8 @@ def pair_difference(fi: Frame, fj: Frame, *, mask_i=None, mask_j=None, min_pixel
     return diff, float(sigma), npix
 
 
-def _var(unc):
-    """Pixel variances from ``unc``; non-positive / non-finite entries get the median."""
+def pixel_variance(unc):
+    """Pixel variances (ny, nx) from ``unc``; non-positive / non-finite entries get the median."""
     u = np.asarray(unc, dtype=np.float64)
     ok = np.isfinite(u) & (u > 0)
     fill = np.median(u[ok]) if ok.any() else 1.0

@@ -207,7 +207,8 @@ def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth
     median of the frames' ``unc`` sampled the same way (a MAD of fewer samples is too
     noisy); ``depth`` (int16) the number of frames sampled. Every output pixel depends on
     its own position only, so a tile equals the same cut of the full grid's result.
-    Memory: one float32 (n_overlapping_frames, *tile.shape) cube, twice.
+    Memory: each frame's samples on its bounding box, then one float32 (depth.max(), *tile.shape)
+    cube, twice (``_pack``).
 
     ``times`` (one per frame, MJD): also return the time-split statistics of
     :func:`time_split` as a 4th element, a :class:`TimeSplit`. ``splines``: a dict the caller
@@ -216,7 +217,7 @@ def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth
     """
     ny, nx = tile.shape
     offsets = [0.0] * len(frames) if offsets is None else offsets
-    vals, uncs, kept = [], [], []
+    samples = []       # (k, box, values, uncertainties) on each frame's bounding box of the tile
     for k, (f, off) in enumerate(zip(frames, offsets)):
         # bounding box of the frame on the tile (+2 px against SIP curvature and rounding)
         cx, cy = tile.wcs.all_world2pix(*footprint(f.wcs, f.shape).T, 0)
@@ -227,30 +228,59 @@ def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth
         fmap = pixel_map(tile.wcs, f.wcs, (y1 - y0, x1 - x0), origin=(y0, x0))
         fx, fy = fmap[..., 0], fmap[..., 1]
         use = _usable(f)
-        v = np.full(tile.shape, np.nan, np.float32)
-        u = np.full(tile.shape, np.nan, np.float32)
         if order == 3 and splines is not None:
             if id(f) not in splines:
                 splines[id(f)] = _Spline(np.asarray(f.image - off, np.float64), use)
-            v[y0:y1, x0:x1] = splines[id(f)].sample(fy, fx)
+            v = splines[id(f)].sample(fy, fx)
         else:
-            v[y0:y1, x0:x1] = _interp(np.asarray(f.image - off, np.float64), use, fy, fx, order)
-        u[y0:y1, x0:x1] = _interp(np.asarray(f.unc, np.float64), use, fy, fx)
-        vals.append(v)
-        uncs.append(u)
-        kept.append(k)
-    if not vals:
+            v = _interp(np.asarray(f.image - off, np.float64), use, fy, fx, order)
+        u = _interp(np.asarray(f.unc, np.float64), use, fy, fx)
+        samples.append((k, (slice(y0, y1), slice(x0, x1)), v.astype(np.float32), u.astype(np.float32)))
+    if times is not None:       # packed in time order: the time split needs each pixel's samples so
+        t_kept = np.asarray(times, np.float64)[[k for k, *_ in samples]]
+        samples = [samples[i] for i in np.argsort(t_kept, kind="stable")]
+    cube, tcube = _pack([(box, v) for _k, box, v, _u in samples], tile.shape,
+                        None if times is None else [float(times[k]) for k, *_ in samples])
+    if cube is None:
         nan = np.full(tile.shape, np.nan, np.float32)
         out = nan, nan.copy(), np.zeros(tile.shape, np.int16)
         return out if times is None else out + (time_split(np.zeros((0,) + tile.shape, np.float32), []),)
-    cube, ucube = np.stack(vals), np.stack(uncs)
+    ucube, _ = _pack([(box, u) for _k, box, _v, u in samples], tile.shape)
     depth = np.isfinite(cube).sum(axis=0).astype(np.int16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (depth 0)
         median = nanmedian0(cube)
         sigma = np.where(depth >= mad_depth, _mad_std0(cube, median), nanmedian0(ucube))
     out = median.astype(np.float32), sigma.astype(np.float32), depth
-    return out if times is None else out + (time_split(cube, np.asarray(times, np.float64)[kept]),)
+    return out if times is None else out + (time_split(cube, tcube),)
+
+
+def _pack(samples, shape, times=None):
+    """The samples of many frames on a tile as a (depth, ny, nx) float32 cube: each pixel's
+    finite samples in the order given, in its first ``depth[y, x]`` slots, NaN after them
+    (``depth.max()`` slots, not one per frame: most frames of a tile cover a small part of it,
+    and the medians of the stack went through a cube mostly NaN). ``samples``: [(box (2 slices),
+    values on the box)]; ``times``: one per sample: also the (depth, ny, nx) float64 cube of the
+    time of every slot (NaN where empty). Returns (cube, times cube or None), cube None when
+    nothing is finite."""
+    count = np.zeros(shape, np.int32)
+    for box, v in samples:
+        count[box] += np.isfinite(v)
+    depth = int(count.max()) if count.size else 0
+    if depth == 0:
+        return None, None
+    cube = np.full((depth,) + tuple(shape), np.nan, np.float32)
+    tcube = None if times is None else np.full(cube.shape, np.nan)
+    count[:] = 0
+    for j, (box, v) in enumerate(samples):
+        yy, xx = np.nonzero(np.isfinite(v))
+        gy, gx = yy + box[0].start, xx + box[1].start
+        slot = count[gy, gx]
+        cube[slot, gy, gx] = v[yy, xx]
+        if tcube is not None:
+            tcube[slot, gy, gx] = times[j]
+        count[gy, gx] += 1
+    return cube, tcube
 
 
 @dataclass
@@ -267,7 +297,8 @@ class TimeSplit:
 
 def time_split(cube, times):
     """The :class:`TimeSplit` of a stack ``cube`` (n, ny, nx; NaN = no sample) of frames taken
-    at ``times`` (n,) MJD: per pixel its samples in time order, the median of the first and of
+    at ``times`` (n,) MJD (or of samples taken at ``times`` (n, ny, nx), in time order along
+    axis 0 at each pixel: ``_pack``): per pixel its samples in time order, the median of the first and of
     the last ceil(depth/3) of them, and the time of the middle (ceil(depth/2)-th) one.
 
     Why: a slow moving object (or anything that changes over minutes) sits at one sky pixel
@@ -280,8 +311,12 @@ def time_split(cube, times):
     if cube.shape[0] == 0:
         nan = np.full(shape, np.nan, np.float32)
         return TimeSplit(nan, nan.copy(), np.full(shape, np.nan), np.zeros(shape, np.int16))
-    order = np.argsort(times, kind="stable")
-    c, t = cube[order], np.asarray(times, np.float64)[order]
+    times = np.asarray(times, np.float64)
+    if times.ndim == 1:
+        order = np.argsort(times, kind="stable")
+        c, t = cube[order], np.broadcast_to(times[order].reshape((-1,) + (1,) * len(shape)), cube.shape)
+    else:                   # a packed cube (``_pack``): each sample's time, in time order per pixel
+        c, t = cube, times
     valid = np.isfinite(c)
     rank = np.cumsum(valid, axis=0)                      # 1-based rank of each sample in time
     depth = rank[-1]
@@ -291,7 +326,7 @@ def time_split(cube, times):
         early = nanmedian0(np.where(valid & (rank <= third), c, np.nan))
         late = nanmedian0(np.where(valid & (rank > depth - third), c, np.nan))
     mid = valid & (rank == -(-depth // 2))
-    t_split = np.where(depth > 0, t[np.argmax(mid, axis=0)], np.nan)
+    t_split = np.where(depth > 0, np.take_along_axis(t, np.argmax(mid, axis=0)[None], axis=0)[0], np.nan)
     return TimeSplit(early.astype(np.float32), late.astype(np.float32), t_split, third.astype(np.int16))
 
 

@@ -4,7 +4,9 @@
 tile so that tiles are written in parallel, and the per-frame ``rejected`` masks
 (frame, y, x) chunked by frame block. Mosaics of the Ge arrays (``filtered=True``) also hold
 the filtered frames ``filtered`` / ``filtered_unc`` (frame, y, x; ``steps.filtering``) and
-the filtered mosaic ``fsci``, ``func``, ``fcov``."""
+the filtered mosaic ``fsci``, ``func``, ``fcov``. ``srcmask`` (frame, y, x) holds each frame's
+source mask for the background step, computed once where the pointing step has the frame loaded
+(``steps.background.SourceMasks``)."""
 from __future__ import annotations
 
 import zarr
@@ -44,7 +46,7 @@ def create(store, key, grid_shape, tile, n_frames, frame_shape, frame_block, att
         for name, (dtype, fill, side) in grid.items():
             g.create_array(name, shape=tuple(grid_shape), chunks=(side, side), dtype=dtype, fill_value=fill,
                            dimension_names=("y", "x"))
-        frame = {"rejected": ("uint8", 0)}
+        frame = {"rejected": ("uint8", 0), "srcmask": ("uint8", 0)}
         if filtered:
             frame.update({name: ("float32", float("nan")) for name in FILTERED_FRAME_ARRAYS})
         for name, (dtype, fill) in frame.items():
@@ -58,6 +60,22 @@ def write(store, key, name, region, values):
     with _quiet_zarr():
         zarr.open_array(str(store), path=f"{group_path(key)}/{name}", mode="r+")[region] = values
     return True
+
+
+def write_frames(store, key, name, positions, values):
+    """Write ``values`` (len(positions), ny, nx) at the frame ``positions`` of the (frame, y, x)
+    array ``name``: one write when the positions are consecutive (a block of ``F.chunk_blocks``
+    is one chunk), else one per frame with anything set (the array's fill is 0)."""
+    import numpy as np
+    pos = np.asarray(positions, np.int64)
+    if not len(pos) or not np.any(values):
+        return
+    if np.all(np.diff(pos) == 1):
+        write(store, key, name, (slice(int(pos[0]), int(pos[-1]) + 1),), values)
+        return
+    for j, p in enumerate(pos):
+        if np.any(values[j]):
+            write(store, key, name, (int(p),), values[j])
 
 
 def read(store, key, name, region=()):

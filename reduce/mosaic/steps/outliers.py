@@ -90,15 +90,7 @@ def _flag_block(src, store, key, positions, grid, pointing, background, params, 
                            split=split) & f.good
         masks[j] = rej
         counts[p] = int(rej.sum())
-    if masks.any():
-        # the block is one chunk of ``rejected`` (chunk_blocks): one write
-        pos = np.asarray(positions, np.int64)
-        if np.all(np.diff(pos) == 1):
-            images.write(store, key, "rejected", (slice(int(pos[0]), int(pos[-1]) + 1),), masks)
-        else:
-            for j, p in enumerate(pos):
-                if masks[j].any():
-                    images.write(store, key, "rejected", (int(p),), masks[j])
+    images.write_frames(store, key, "rejected", positions, masks)   # the block is one chunk (chunk_blocks)
     return counts
 
 

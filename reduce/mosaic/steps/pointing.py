@@ -14,9 +14,12 @@ from ..kernels import pointing as K
 from . import frames as F
 
 
-def _catalog_block(src, positions, fwhm_px, nsigma, sigma_floor_arcsec, pixel_arcsec):
+def _catalog_block(src, positions, fwhm_px, nsigma, sigma_floor_arcsec, pixel_arcsec, masks=None, ready=None):
     out = {}
-    for f in F.load(src, positions):
+    frames = F.load(src, positions)
+    if masks is not None:       # the background step's source masks, while the frames are loaded
+        masks(frames, positions)
+    for f in frames:
         p = f.meta["position"]
         if f.wcs is None or not f.good.any():
             out[p] = None
@@ -55,12 +58,15 @@ def _solve(n, centres, parts, refcat, match_radius_arcsec, min_matches, enabled)
 
 
 def refine(src, positions, n, centres, *, fwhm_px, pixel_arcsec, refcat, match_radius_arcsec, min_matches,
-           nsigma=5.0, sigma_floor_arcsec=0.05, block=64, enabled=True):
+           nsigma=5.0, sigma_floor_arcsec=0.05, block=64, enabled=True, masks=None, ready=None):
     """Lazy solution dict of ``kernels.pointing.refine_pointing`` for the frames at ``positions``
     (``n`` frames in the unit, ``centres`` (n, 2) deg), with ``nsources`` per frame (-1: no WCS or
-    no good pixel); ``enabled`` False: sources counted, all offsets 0."""
-    parts = [dask.delayed(_catalog_block, pure=True)(src, blk, fwhm_px, nsigma, sigma_floor_arcsec, pixel_arcsec)
-             for blk in F.blocks(positions, block)]
+    no good pixel); ``enabled`` False: sources counted, all offsets 0. ``masks``: called as
+    ``masks(frames, positions)`` on each block of loaded frames (blocks of ``F.chunk_blocks``:
+    ``background.SourceMasks`` writes them, one zarr chunk per task), after ``ready``."""
+    parts = [dask.delayed(_catalog_block, pure=True)(src, blk, fwhm_px, nsigma, sigma_floor_arcsec, pixel_arcsec,
+                                                    masks, ready)
+             for blk in F.chunk_blocks(positions, block)]
     return dask.delayed(_solve, pure=True)(n, centres, parts, refcat, match_radius_arcsec, min_matches, enabled)
 
 
