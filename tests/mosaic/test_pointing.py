@@ -365,3 +365,41 @@ def test_single_match_frames_refined_with_honest_sigma():
     assert 0.8 < pull.std() < 1.2 and np.abs(pull).max() < 4.5, (pull.std(), np.abs(pull).max())
     none = refine_pointing(cats, centres, refcat=(sra, sdec), match_radius_arcsec=20.0, min_matches=3)
     assert not none["refined"].any() and np.all(none["d_east"] == 0)
+
+
+def test_prf_fit_equals_photutils_psfphotometry():
+    """extract_sources' centroid fit (kernels.pointing._fit_prf) gives photutils'
+    PSFPhotometry(CircularGaussianPRF) result on the same box, weights and start: position,
+    flux and their errors (1e-4 px, 1e-4 relative: the two fitters' stopping tolerances; the
+    centroid errors are >= 2e-3 px), over S/N 8-800, non-uniform errors and starts 0.3 px off;
+    a box that leaves the frame or holds a bad pixel is not fitted."""
+    import warnings
+    from astropy.table import Table
+    from photutils.psf import CircularGaussianPRF, PSFPhotometry
+    from reduce.mosaic.kernels.pointing import _FWHM_SIGMA, _fit_prf, _pixel_gauss
+
+    rng = np.random.default_rng(7)
+    fwhm = 6.0 / 2.55
+    half, s = int(np.ceil(fwhm)), fwhm / _FWHM_SIGMA
+    xx, yy = np.meshgrid(np.arange(40.0), np.arange(40.0))
+    model = CircularGaussianPRF(fwhm=fwhm)
+    model.fwhm.fixed = True
+    phot = PSFPhotometry(model, (2 * half + 1,) * 2, aperture_radius=fwhm)
+    for _ in range(15):
+        x0, y0, flux = rng.uniform(10, 30), rng.uniform(10, 30), 10 ** rng.uniform(1.3, 3.3)
+        err = rng.uniform(0.8, 1.5, xx.shape)
+        img = flux * _pixel_gauss(xx, x0, s)[0] * _pixel_gauss(yy, y0, s)[0] + rng.normal(0, 1, xx.shape) * err
+        xi, yi = x0 + rng.normal(0, 0.3), y0 + rng.normal(0, 0.3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = phot(img, error=err, init_params=Table({"x": [xi], "y": [yi]}))
+        assert ref["flags"][0] == 0
+        x, y, f, f_err, x_err, y_err, converged = _fit_prf(img, err, np.ones(xx.shape, bool), xi, yi, fwhm, half)
+        assert converged == 1
+        np.testing.assert_allclose([x, y], [ref["x_fit"][0], ref["y_fit"][0]], rtol=0, atol=1e-4)
+        np.testing.assert_allclose([f, f_err, x_err, y_err],
+                                   [ref[k][0] for k in ("flux_fit", "flux_err", "x_err", "y_err")], rtol=1e-4)
+    good = np.ones(xx.shape, bool)
+    good[20, 21] = False
+    assert np.isnan(_fit_prf(img, err, good, 20.2, 19.6, fwhm, half)[0])
+    assert np.isnan(_fit_prf(img, err, np.ones(xx.shape, bool), 1.4, 20.0, fwhm, half)[0])
