@@ -57,10 +57,9 @@ def _pair_block(src, store, key, pairs, pointing, min_pixels):
     return out
 
 
-def _solve(n, pairs, parts, footprints, groups=None):
+def _solve(n, pairs, parts, corr, groups=None):
     res = np.concatenate(parts) if parts else np.zeros((0, 3))
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    corr = K.pair_correlation(footprints, pairs) if n <= 2000 else None   # honest sigmas (shared frames)
     offsets, sigma, component = K.solve_offsets(n, pairs, res[:, 0], res[:, 1], corr=corr, groups=groups)
     used = np.isfinite(res[:, 0]).sum() if len(res) else 0
     return {"offsets": offsets, "sigma": sigma, "component": component, "pairs": len(pairs), "pairs_used": int(used)}
@@ -80,8 +79,11 @@ def match(src, store, key, pairs, n, pointing, footprints, *, enabled=True, bloc
     parts = [dask.delayed(_pair_block, pure=True)(src, store, key, np.asarray(pairs[a:a + block], np.int64),
                                                  pointing, min_pixels)
              for a in range(0, len(pairs), block)]
-    return dask.delayed(_solve, pure=True)(n, np.asarray(pairs, np.int64), parts, footprints,
-                                           None if groups is None else np.asarray(groups, np.int64))
+    pairs = np.asarray(pairs, np.int64)
+    # honest sigmas (pair differences that share a frame are correlated): a task of its own, from
+    # the geometry alone, so that it runs beside the pair blocks and not after them
+    corr = dask.delayed(K.pair_correlation, pure=True)(footprints, pairs) if n <= 2000 else None
+    return dask.delayed(_solve, pure=True)(n, pairs, parts, corr, None if groups is None else np.asarray(groups, np.int64))
 
 
 def _zero(n, npairs):
