@@ -1,17 +1,21 @@
-"""Client and worker memory of `skyreduce reduce swas` at several mission lengths (issue 7).
+"""Client and worker memory of `skyreduce reduce swas|mips` at several program lengths (issues 7, 9).
 
-    python benchmarks/bench_runner_memory.py [--days 1 10 30] [--out bench-output/memory]
+    python benchmarks/bench_runner_memory.py [--instrument swas] [--days 1 10 30] [--out bench-output/memory]
+    python benchmarks/bench_runner_memory.py --instrument mips [--aors 2 8] [--out bench-output/memory]
 
-For each mission length: simulate and ingest N SWAS days (cached under --out), start a
-2-worker cluster in its own process (scheduler file), run the real command
-`skyreduce reduce swas --scheduler-file F` as the client process, and report
+For each length (SWAS: mission days; MIPS: imaging AORs, `skyreduce simulate mips --aors N
+--sed-aors 0`, reduced to level 2, the default: BCDs, then one mosaic per AOR and array):
+simulate and ingest the program (cached under --out), start a 2-worker cluster in its own
+process (scheduler file), run the real command `skyreduce reduce INSTRUMENT --scheduler-file F`
+as the client process, and report
 
 - the client's peak RSS (getrusage of the finished child: the command alone, no scheduler),
 - the largest worker's peak RSS (asked from the workers at the end),
-- the units, scans and wall time,
+- the units (summed over the command's pipelines) and wall time,
 
-then the client's growth per mission day between the shortest and the longest mission
-(goal: < 1 MB per day, so that a 2,000-day mission stays under 2 GB).
+then the client's growth per day / AOR between the shortest and the longest program (SWAS
+goal: < 1 MB per day, so that a 2,000-day mission stays under 2 GB). Each length is measured
+in a benchmark process of its own; the rows are also written to OUT/memory-INSTRUMENT.json.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -26,6 +31,14 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+
+# per instrument: the length option, its unit, how a length is named and simulated, the extrapolation
+LENGTH = {
+    "swas": {"option": "days", "unit": "day", "tag": "{}d", "store": "swas-{}d.zarr", "simulate": ["--days", "{}"],
+             "far": 2000},
+    "mips": {"option": "aors", "unit": "AOR", "tag": "mips-{}aor", "store": "mips-{}aor.zarr",
+             "simulate": ["--aors", "{}", "--sed-aors", "0"], "far": 1000},
+}
 
 
 def sh(*cmd, **kw):
@@ -35,12 +48,15 @@ def sh(*cmd, **kw):
     return r
 
 
-def prepare(root: Path, days: int) -> Path:
-    store = root / f"swas-{days}d.zarr"
+def prepare(root: Path, n: int, instrument: str = "swas") -> Path:
+    """The store of a simulated program of ``n`` days (SWAS) or AORs (MIPS), simulated and ingested once."""
+    spec = LENGTH[instrument]
+    store = root / spec["store"].format(n)
     if not (store / ".skyreduce" / "state.json").exists():
-        raw = root / f"raw-{days}d"
-        sh(BIN / "skyreduce", "simulate", "swas", raw, "--days", days, "-q", "--workers", "2", "--no-dashboard")
-        sh(BIN / "skyreduce", "ingest", "swas", raw, "--store", store, "-q", "--workers", "2", "--no-dashboard")
+        raw = root / f"raw-{spec['tag'].format(n)}"
+        cluster = ["-q", "--workers", "2", "--no-dashboard"]
+        sh(BIN / "skyreduce", "simulate", instrument, raw, *[a.format(n) for a in spec["simulate"]], *cluster)
+        sh(BIN / "skyreduce", "ingest", instrument, raw, "--store", store, *cluster)
     return store
 
 
@@ -82,11 +98,11 @@ def worker_peak(scheduler_file) -> float:
     return max(peaks.values()) / 1024.0
 
 
-def measure(store: Path, out: Path, root: Path) -> dict:
+def measure(store: Path, out: Path, root: Path, instrument: str = "swas") -> dict:
     with local_cluster(root, 2) as sched:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
-        r = subprocess.run([str(BIN / "skyreduce"), "reduce", "swas", "--store", str(store), "--out", str(out),
+        r = subprocess.run([str(BIN / "skyreduce"), "reduce", instrument, "--store", str(store), "--out", str(out),
                             "--scheduler-file", str(sched), "--redo", "-q"], capture_output=True, text=True)
         wall = time.perf_counter() - t0
         client_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -94,35 +110,46 @@ def measure(store: Path, out: Path, root: Path) -> dict:
             raise SystemExit(r.stdout + r.stderr)
         if client_peak <= before:
             raise SystemExit("the client's peak RSS could not be told apart from an earlier child's")
+        # one unindented summary line per pipeline run ("mips_bcd on STORE: 6 units: ..."); notes are indented
+        pipelines = [line for line in r.stdout.splitlines() if re.match(r"\S+ on .*: \d+ units:", line)]
         return {"client_mb": client_peak / 1024.0, "worker_mb": worker_peak(sched), "seconds": wall,
-                "summary": r.stdout.splitlines()[0] if r.stdout else ""}
+                "units": sum(int(re.search(r": (\d+) units:", line).group(1)) for line in pipelines),
+                "summary": " | ".join(pipelines)}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--days", type=int, nargs="+", default=[1, 10, 30])
+    ap.add_argument("--instrument", choices=sorted(LENGTH), default="swas")
+    ap.add_argument("--days", type=int, nargs="+", default=[1, 10, 30], help="SWAS mission lengths")
+    ap.add_argument("--aors", type=int, nargs="+", default=[2, 8], help="MIPS program lengths (imaging AORs)")
     ap.add_argument("--out", type=Path, default=Path("bench-output/memory"))
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # measure the one length here
     args = ap.parse_args(argv)
+    inst, spec = args.instrument, LENGTH[args.instrument]
+    option, unit = spec["option"], spec["unit"]
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    # each length in its own benchmark process, so that RUSAGE_CHILDREN's maximum is this run's client
-    for days in args.days:
-        store = prepare(args.out, days)
-        if len(args.days) > 1:
-            r = sh(sys.executable, __file__, "--days", days, "--out", args.out)
-            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-            continue
-        res = measure(store, args.out / f"products-{days}d", args.out)
-        res["days"] = days
+    if args.one:
+        (n,) = getattr(args, option)
+        res = measure(prepare(args.out, n, inst), args.out / f"products-{spec['tag'].format(n)}", args.out, inst)
+        res[option] = n
         print(json.dumps(res))
         return
-    print(f"{'days':>5} {'client peak MB':>15} {'largest worker MB':>18} {'wall s':>8}  summary")
+    rows = []
+    # each length in its own benchmark process, so that RUSAGE_CHILDREN's maximum is this run's client
+    for n in getattr(args, option):
+        prepare(args.out, n, inst)
+        r = sh(sys.executable, __file__, "--one", "--instrument", inst, f"--{option}", n, "--out", args.out)
+        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    (args.out / f"memory-{inst}.json").write_text(json.dumps({"instrument": inst, "workers": 2, "rows": rows},
+                                                             indent=1) + "\n")
+    print(f"{option:>5} {'client peak MB':>15} {'largest worker MB':>18} {'units':>6} {'wall s':>8}  summary")
     for r in rows:
-        print(f"{r['days']:>5} {r['client_mb']:>15.1f} {r['worker_mb']:>18.1f} {r['seconds']:>8.1f}  {r['summary']}")
+        print(f"{r[option]:>5} {r['client_mb']:>15.1f} {r['worker_mb']:>18.1f} {r['units']:>6} {r['seconds']:>8.1f}"
+              f"  {r['summary']}")
     lo, hi = rows[0], rows[-1]
-    growth = (hi["client_mb"] - lo["client_mb"]) / max(hi["days"] - lo["days"], 1)
-    print(f"client growth: {growth:.3f} MB per mission day ({lo['days']} -> {hi['days']} days); "
-          f"2,000 days -> {lo['client_mb'] + growth * (2000 - lo['days']):.0f} MB")
+    growth = (hi["client_mb"] - lo["client_mb"]) / max(hi[option] - lo[option], 1)
+    print(f"client growth: {growth:.3f} MB per {unit} ({lo[option]} -> {hi[option]} {option}); "
+          f"{spec['far']:,} {option} -> {lo['client_mb'] + growth * (spec['far'] - lo[option]):.0f} MB")
 
 
 if __name__ == "__main__":
