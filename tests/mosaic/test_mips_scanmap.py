@@ -141,3 +141,15 @@ def test_scan_map_refined_and_level_kept(scan):
     model = truth_image(scan["truth"], 24, w, img.shape)
     sel = (cov >= 3) & np.isfinite(img)
     assert abs(np.median(img[sel]) / np.median(model[sel]) - 1) < 0.005
+
+
+def test_mosaic_arrays_stay_out_of_the_stores_consolidated_metadata(scan):
+    """Each mosaic's arrays (level2/<unit>) are a zarr hierarchy of their own: the store's
+    consolidated metadata, which every commit rewrites and the client reads, lists none of them
+    (it grew by 55 kB per AOR), and they still open by path from the store."""
+    meta = json.loads((scan["store"] / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
+    assert meta and not [k for k in meta if k.startswith("level2")]
+    assert not (scan["store"] / "level2" / "zarr.json").exists()
+    key = f"m70-{SCAN.aorkey}"
+    assert zarr.open_array(str(scan["store"]), path=f"level2/{key}/sci", mode="r").ndim == 2
+    assert zarr.open_group(str(scan["store"] / "level2" / key), mode="r").attrs["shape"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dask
 import numpy as np
 
-from ...io.store import _quiet_zarr
 from ..kernels import filtering as K
 from . import frames as F
 from . import images
@@ -61,11 +60,7 @@ def _plan_block(targets, seqs, where, half):
 
 
 def _read_frames(store, key, name, positions):
-    import zarr
-    from .images import group_path
-    with _quiet_zarr():
-        arr = zarr.open_array(str(store), path=f"{group_path(key)}/{name}", mode="r")
-        return [arr[int(p)] for p in positions]
+    return list(images.read_frames(store, key, name, positions))
 
 
 def _filter_block(src, store, key, targets, runs, window, min_values, max_window, mask_nsigma, ready):
