@@ -29,7 +29,7 @@ def _catalog_block(src, positions, fwhm_px, nsigma, sigma_floor_arcsec, pixel_ar
         if narrow:   # the 160 um strips: FWHM and errors per pixel axis (16" x 18" pixels)
             scale = proj_plane_pixel_scales(f.wcs.celestial) * 3600.0
             fwhm_xy = tuple(fwhm_px * pixel_arcsec / scale)
-        with warnings.catch_warnings():     # photutils: "fit(s) may not have converged" (flagged fits dropped)
+        with warnings.catch_warnings():     # astropy / photutils notes on odd frames (what they flag is dropped)
             warnings.simplefilter("ignore", AstropyUserWarning)
             s = K.extract_sources(f.image, f.unc, good, fwhm_px, nsigma=nsigma, fwhm_xy=fwhm_xy if narrow else None)
         ra, dec = f.wcs.all_pix2world(s["x"], s["y"], 0)
