@@ -246,6 +246,8 @@ def stack_statistics(tile: Grid, frames: list[Frame], offsets=None, *, mad_depth
         out = nan, nan.copy(), np.zeros(tile.shape, np.int16)
         return out if times is None else out + (time_split(np.zeros((0,) + tile.shape, np.float32), []),)
     ucube, _ = _pack([(box, u) for _k, box, _v, u in samples], tile.shape)
+    if ucube is None:           # no bilinear unc sample anywhere (isolated good pixels): sigma NaN there
+        ucube = np.full((1,) + tuple(tile.shape), np.nan, np.float32)
     depth = np.isfinite(cube).sum(axis=0).astype(np.int16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (depth 0)
