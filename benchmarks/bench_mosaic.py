@@ -208,11 +208,9 @@ def peer_ours_cluster(inp, out, **_):
     """``mosaic_files`` as ``skyreduce mosaic`` runs it: a LocalCluster of one single-threaded worker
     process per CPU; the unit's graph spreads over the workers (``reduce.runner.compute_graph``).
     Peak memory: the sum of the peaks (VmHWM) of this process and of every worker."""
-    from distributed import Client, LocalCluster
-
+    from cluster import connect      # skyreduce's cluster defaults (the workers' environment)
     from reduce.mosaic.files import mosaic_files
-    with LocalCluster(n_workers=os.cpu_count(), threads_per_worker=1, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with connect(n_workers=os.cpu_count(), threads_per_worker=1, dashboard=False) as client:
         s = mosaic_files([inp], out, redo=True, report=lambda *a, **k: None, client=client)
         assert s.exit_code == 0, f"ours (cluster) failed: {s.problems}"
         workers = client.run(_vm_hwm_mb)

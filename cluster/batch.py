@@ -433,6 +433,12 @@ class _MarksClosed:
             self._event_finished.set()
 
 
+# The job's ``dask worker`` does not import this package, so its nanny would spawn the worker with
+# distributed's MALLOC_TRIM_THRESHOLD_ (see skyreduce-cluster.yaml): the same setting, by the
+# environment (a dask config variable whose value is a dict keeps the keys' case).
+WORKER_ENVIRON = """export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{"MALLOC_TRIM_THRESHOLD_": None}'"""
+
+
 @functools.lru_cache(maxsize=None)
 def cluster_class(name):
     """dask-jobqueue's ``name`` cluster class (SLURMCluster, PBSCluster) that cleans up after itself."""
@@ -453,7 +459,7 @@ def make_cluster(name, opts, security=None, **kw):
         job_name="skyreduce-worker", queue=b.queue, account=b.account, cores=b.cores,
         processes=b.processes, memory=b.memory, walltime=b.walltime,
         job_extra_directives=list(b.job_extra_directives),
-        job_script_prologue=list(b.job_script_prologue),
+        job_script_prologue=[WORKER_ENVIRON] + list(b.job_script_prologue),
         local_directory=b.local_directory, log_directory=b.log_directory, interface=b.interface,
         worker_extra_args=extra_args + b.worker_args(),
         security=sec, shared_temp_directory=None if folder is None else str(folder),

@@ -27,6 +27,7 @@ import pytest
 from distributed import Client, LocalCluster, Security
 
 from cluster import batch, pbs, resolve_options, slurm
+from cluster.batch import WORKER_ENVIRON
 from cluster.connect import connect
 from cluster.options import add_cluster_arguments, connect_from_args
 from reduce.errors import ReduceError
@@ -86,6 +87,7 @@ def test_slurm_job_script(shared):
         assert directive in lines
     worker = _worker_line(script)
     assert worker.startswith(f"{sys.executable} -m distributed.cli.dask_worker tls://")
+    assert lines.index(WORKER_ENVIRON) < lines.index(worker)
     assert (_flag(worker, "--nworkers"), _flag(worker, "--nthreads")) == ("2", "4")
     assert _flag(worker, "--memory-limit") == "16.00GiB"        # 32 GiB / 2 processes
     assert "--nanny" in worker.split()
@@ -504,6 +506,7 @@ def test_slurm_backend_end_to_end_with_fake_sbatch(fake_slurm, shared, monkeypat
     the files of the private folder; clients without them are refused; close cancels the job
     and removes the folder."""
     monkeypatch.setenv("FAKE_BATCH_RUN", "1")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with dask.config.set({"skyreduce.cluster.slurm.interface": "lo"}):
         with connect(backend="slurm", jobs=1, job_cores=1, job_memory="1GiB",
                      walltime="00:10:00", dashboard=False) as client:
@@ -519,6 +522,8 @@ def test_slurm_backend_end_to_end_with_fake_sbatch(fake_slurm, shared, monkeypat
             assert worker_addr.startswith("tls://127.0.0.1:")
             assert worker["memory_limit"] == 2**30 and worker["nthreads"] == 1
             assert _sum_on(client) == 499500
+            # the job's nanny (no skyreduce import) spawned it without MALLOC_TRIM_THRESHOLD_ (WORKER_ENVIRON)
+            assert client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_") == {worker_addr: None}
             (script,) = fake_slurm.glob("*.sh")
             line = _worker_line(script.read_text())
             assert _flag(line, "--tls-cert") == str(folder / "cert.pem")

@@ -86,8 +86,10 @@ def test_sizing_rule(monkeypatch, cores, kwargs, expected):
 
 
 def test_default_local_cluster(monkeypatch, caplog):
-    """Default connect(): 2 cores -> 2 worker processes x 1 thread, localhost dashboard."""
+    """Default connect(): 2 cores -> 2 worker processes x 1 thread, localhost dashboard, workers
+    without MALLOC_TRIM_THRESHOLD_."""
     monkeypatch.setattr(dask.system, "CPU_COUNT", 2)  # bounded size on any CI machine
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)   # as a shell starts the command
     caplog.set_level(logging.INFO, logger="cluster")
     with connect() as client:
         lc = client.cluster
@@ -101,6 +103,8 @@ def test_default_local_cluster(monkeypatch, caplog):
         assert _listen_ips(port) == {"127.0.0.1"}
         assert _http_status(port) == 200
         assert _sum_on(client) == 499500
+        # the nanny spawned them without distributed's MALLOC_TRIM_THRESHOLD_ (skyreduce-cluster.yaml)
+        assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
     assert client.status == "closed"
     assert lc.status == Status.closed
     messages = [r.getMessage() for r in caplog.records if r.name == "cluster.connect"]
