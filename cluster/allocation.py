@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 from distributed import Client
 from distributed.core import Status
 
@@ -151,10 +152,11 @@ def connect(opts, security=None, kw=None):
         # the runner ends the scheduler and worker tasks with SIGINT once their part is over
         signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     try:
-        runner = runner_cls(
-            scheduler_file=str(scheduler_file).replace("{", "{{").replace("}", "}}"),
-            scheduler_options=scheduler_options, worker_options=worker_options,
-            worker_class="distributed.Nanny")
+        with dask.config.set(batch.worker_spawn_config()):
+            runner = runner_cls(
+                scheduler_file=str(scheduler_file).replace("{", "{{").replace("}", "}}"),
+                scheduler_options=scheduler_options, worker_options=worker_options,
+                worker_class="distributed.Nanny")
     finally:
         if procid == SCHEDULER:
             shutil.rmtree(folder, ignore_errors=True)

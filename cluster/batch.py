@@ -433,10 +433,24 @@ class _MarksClosed:
             self._event_finished.set()
 
 
-# The job's ``dask worker`` does not import this package, so its nanny would spawn the worker with
-# distributed's MALLOC_TRIM_THRESHOLD_ (see skyreduce-cluster.yaml): the same setting, by the
-# environment (a dask config variable whose value is a dict keeps the keys' case).
-WORKER_ENVIRON = """export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{"MALLOC_TRIM_THRESHOLD_": None}'"""
+TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+
+
+def worker_spawn_config() -> dict:
+    """The dask config under which this package starts nannies (local clusters, the allocation
+    mode's workers): ``MALLOC_TRIM_THRESHOLD_`` in the workers' environment from
+    ``skyreduce.cluster.worker-malloc-trim-threshold`` (default None: unset, glibc's own dynamic
+    thresholds; skyreduce-cluster.yaml says why) instead of distributed's 65536. Set, not a
+    default: ``dask.config.refresh`` would give distributed's default back."""
+    return {TRIM_KEY: dask.config.get(f"{NAMESPACE}.worker-malloc-trim-threshold", default=None)}
+
+
+def worker_environ() -> str:
+    """The job-script line that gives a batch job's workers ``worker_spawn_config``: the job's
+    ``dask worker`` does not import this package, so its nanny would use distributed's 65536. By
+    the environment: a dask config variable whose value is a dict keeps the keys' case."""
+    value = worker_spawn_config()[TRIM_KEY]
+    return f"""export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{{"MALLOC_TRIM_THRESHOLD_": {value!r}}}'"""
 
 
 @functools.lru_cache(maxsize=None)
@@ -459,7 +473,7 @@ def make_cluster(name, opts, security=None, **kw):
         job_name="skyreduce-worker", queue=b.queue, account=b.account, cores=b.cores,
         processes=b.processes, memory=b.memory, walltime=b.walltime,
         job_extra_directives=list(b.job_extra_directives),
-        job_script_prologue=[WORKER_ENVIRON] + list(b.job_script_prologue),
+        job_script_prologue=[worker_environ()] + list(b.job_script_prologue),
         local_directory=b.local_directory, log_directory=b.log_directory, interface=b.interface,
         worker_extra_args=extra_args + b.worker_args(),
         security=sec, shared_temp_directory=None if folder is None else str(folder),

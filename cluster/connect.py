@@ -23,7 +23,7 @@ from distributed import Client, LocalCluster, Security
 from distributed.system import MEMORY_LIMIT
 
 from cluster.batch import SECTIONS as _BATCH_SECTIONS
-from cluster.batch import BatchOptions, resolve_batch_options
+from cluster.batch import BatchOptions, resolve_batch_options, worker_spawn_config
 from reduce.errors import ReduceError
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ def _connect_local(opts, security, kw):
     # place, so every later scheduler of the process served /status: give it a clean copy.
     routes = [r for r in dask.config.get("distributed.scheduler.http.routes")
               if not r.endswith("missing_bokeh")]
-    with dask.config.set({"distributed.scheduler.http.routes": routes}):
+    with dask.config.set({"distributed.scheduler.http.routes": routes, **worker_spawn_config()}):
         cluster = LocalCluster(
             n_workers=opts.n_workers, threads_per_worker=opts.threads_per_worker,
             memory_limit=opts.memory_limit, processes=opts.processes,

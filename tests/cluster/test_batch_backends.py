@@ -27,7 +27,7 @@ import pytest
 from distributed import Client, LocalCluster, Security
 
 from cluster import batch, pbs, resolve_options, slurm
-from cluster.batch import WORKER_ENVIRON
+from cluster.batch import worker_environ
 from cluster.connect import connect
 from cluster.options import add_cluster_arguments, connect_from_args
 from reduce.errors import ReduceError
@@ -44,6 +44,10 @@ def shared(tmp_path):
     with dask.config.set({"skyreduce.cluster.shared-directory": str(folder)}):
         yield folder
 
+
+# MALLOC_TRIM_THRESHOLD_ in the process that runs it: a lambda, which cloudpickle sends by value, so
+# that client.run reads the worker's environment (os.environ.get would carry the client's own)
+WORKER_MALLOC_TRIM = lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_")  # noqa: E731
 
 def _section(name, values):
     """Dotted dask-config keys (a mapping set at the section would replace the whole section)."""
@@ -87,7 +91,10 @@ def test_slurm_job_script(shared):
         assert directive in lines
     worker = _worker_line(script)
     assert worker.startswith(f"{sys.executable} -m distributed.cli.dask_worker tls://")
-    assert lines.index(WORKER_ENVIRON) < lines.index(worker)
+    assert lines.index(worker_environ()) < lines.index(worker)
+    assert worker_environ().endswith("""'{"MALLOC_TRIM_THRESHOLD_": None}'""")
+    with dask.config.set({"skyreduce.cluster.worker-malloc-trim-threshold": 65536}):
+        assert worker_environ().endswith("""'{"MALLOC_TRIM_THRESHOLD_": 65536}'""")
     assert (_flag(worker, "--nworkers"), _flag(worker, "--nthreads")) == ("2", "4")
     assert _flag(worker, "--memory-limit") == "16.00GiB"        # 32 GiB / 2 processes
     assert "--nanny" in worker.split()
@@ -522,8 +529,8 @@ def test_slurm_backend_end_to_end_with_fake_sbatch(fake_slurm, shared, monkeypat
             assert worker_addr.startswith("tls://127.0.0.1:")
             assert worker["memory_limit"] == 2**30 and worker["nthreads"] == 1
             assert _sum_on(client) == 499500
-            # the job's nanny (no skyreduce import) spawned it without MALLOC_TRIM_THRESHOLD_ (WORKER_ENVIRON)
-            assert client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_") == {worker_addr: None}
+            # the job's nanny (no skyreduce import) spawned it without MALLOC_TRIM_THRESHOLD_ (batch.worker_environ)
+            assert client.run(WORKER_MALLOC_TRIM) == {worker_addr: None}
             (script,) = fake_slurm.glob("*.sh")
             line = _worker_line(script.read_text())
             assert _flag(line, "--tls-cert") == str(folder / "cert.pem")

@@ -32,6 +32,10 @@ co = importlib.import_module("cluster.options")
 TIMEOUT = "3s"  # short connection timeouts for the refusal tests
 
 
+# MALLOC_TRIM_THRESHOLD_ in the process that runs it: a lambda, which cloudpickle sends by value, so
+# that client.run reads the worker's environment (os.environ.get would carry the client's own)
+WORKER_MALLOC_TRIM = lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_")  # noqa: E731
+
 def _sum_on(client):
     """A small dask array sum computed through ``client``."""
     x = da.arange(1000, chunks=100)
@@ -104,7 +108,7 @@ def test_default_local_cluster(monkeypatch, caplog):
         assert _http_status(port) == 200
         assert _sum_on(client) == 499500
         # the nanny spawned them without distributed's MALLOC_TRIM_THRESHOLD_ (skyreduce-cluster.yaml)
-        assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
+        assert set(client.run(WORKER_MALLOC_TRIM).values()) == {None}
     assert client.status == "closed"
     assert lc.status == Status.closed
     messages = [r.getMessage() for r in caplog.records if r.name == "cluster.connect"]
