@@ -116,8 +116,8 @@ def _fit_prf(data, err, good, x0, y0, fwhm_px, half):
     model, box, weights and errors of photutils' ``PSFPhotometry(CircularGaussianPRF(fwhm),
     fit_shape, aperture_radius=fwhm)`` with its default fitter (errors from the covariance
     (J^T W J)^-1, not rescaled by chi^2, as astropy's fitters with weights), which agree with it
-    to 1e-5 px (tests/mosaic/test_pointing.py) at a 30th of the cost (its per-call tables and
-    models were 60 % of a frame's extraction). Returns (x, y, flux, flux_err, x_err, y_err,
+    within 1e-4 px and 1e-4 relative (tests/mosaic/test_pointing.py; the fitters' stopping
+    tolerances), without its per-call tables and models (60 % of a frame's extraction). Returns (x, y, flux, flux_err, x_err, y_err,
     converged): NaN where the box holds a bad pixel or leaves the frame (photutils' flags 1, 64)
     or the covariance is singular (16); ``converged`` 0 where the fit stopped at its evaluation
     limit (8)."""
@@ -132,22 +132,15 @@ def _fit_prf(data, err, good, x0, y0, fwhm_px, half):
     D = data[ys:ys + side, xs:xs + side].ravel()
     W = 1.0 / err[ys:ys + side, xs:xs + side].ravel()
     s = fwhm_px / _FWHM_SIGMA
-    last = {}
 
-    def residual(p):        # residuals and Jacobian together, the Jacobian kept for the next call
+    def residual_and_jacobian(p):
         fx, dfx = _pixel_gauss(X, p[1], s)
         fy, dfy = _pixel_gauss(Y, p[2], s)
-        last["p"], last["jac"] = p.copy(), np.column_stack([fx * fy, p[0] * dfx * fy, p[0] * fx * dfy]) * W[:, None]
-        return (p[0] * fx * fy - D) * W
-
-    def jacobian(p):
-        if not np.array_equal(p, last.get("p")):
-            residual(p)
-        return last["jac"]
+        return (p[0] * fx * fy - D) * W, np.column_stack([fx * fy, p[0] * dfx * fy, p[0] * fx * dfy]) * W[:, None]
 
     r2 = (X - x0) ** 2 + (Y - y0) ** 2
     p0 = np.array([max(float(D[r2 <= fwhm_px ** 2].sum()), float(D.max())), float(x0), float(y0)])
-    sol = least_squares(residual, p0, jac=jacobian, method="trf", x_scale="jac", max_nfev=100)
+    sol = _least_squares(residual_and_jacobian, p0, method="trf", x_scale="jac", max_nfev=100)
     try:
         cov = np.linalg.inv(sol.jac.T @ sol.jac)
     except np.linalg.LinAlgError:
@@ -167,6 +160,20 @@ _SQRT2 = np.sqrt(2.0)
 _FWHM_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 NARROW_MAX_ERR_FWHM = 0.08   # narrow frames: largest centroid error kept, in FWHM along the axis
 NARROW_EDGE_PX = 0.5         # narrow frames: farthest a kept centre may lie beyond the outer pixel edge, px
+
+
+def _least_squares(residual_and_jacobian, p0, **kw):
+    """``scipy.optimize.least_squares`` of a function giving (residuals, Jacobian) together,
+    evaluated once per parameter vector (least_squares asks for the two separately)."""
+    last = {}
+
+    def evaluate(p):
+        if "p" not in last or not np.array_equal(p, last["p"]):
+            last["p"] = p.copy()
+            last["r"], last["j"] = residual_and_jacobian(p)
+        return last
+
+    return least_squares(lambda p: evaluate(p)["r"], p0, jac=lambda p: evaluate(p)["j"], **kw)
 
 
 def _pixel_gauss(c, x0, s):
@@ -245,24 +252,16 @@ def _extract_narrow(image, unc, good, fwhm_xy, *, nsigma, max_sources):
         if len(D) < 7 + 3:
             continue
 
-        last = {}
-
-        def model(p):       # residuals and Jacobian together, the Jacobian kept for the next call
+        def residual_and_jacobian(p):
             fxv, dfx = _pixel_gauss(X, p[1], sx)
             fyv, dfy = _pixel_gauss(Y, p[2], sy)
             m = p[0] * fxv * fyv + p[3] + p[4] * dx + p[5] * dx * dx + p[6] * dy
-            last["p"], last["jac"] = p.copy(), np.column_stack(
+            return (m - D) / U, np.column_stack(
                 [fxv * fyv, p[0] * dfx * fyv, p[0] * fxv * dfy, np.ones_like(X), dx, dx * dx, dy]) / U[:, None]
-            return (m - D) / U
-
-        def jacobian(p):
-            if not np.array_equal(p, last.get("p")):
-                model(p)
-            return last["jac"]
 
         p0 = np.array([max(peak[c], 0.0) / p00, float(c), float(row[c]), bkg[c], 0.0, 0.0, 0.0])
         try:
-            sol = least_squares(model, p0, jac=jacobian, method="lm", x_scale="jac")
+            sol = _least_squares(residual_and_jacobian, p0, method="lm", x_scale="jac")
             cov = np.linalg.inv(sol.jac.T @ sol.jac)
         except (np.linalg.LinAlgError, ValueError):
             continue

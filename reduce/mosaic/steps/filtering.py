@@ -59,16 +59,12 @@ def _plan_block(targets, seqs, where, half):
     return out
 
 
-def _read_frames(store, key, name, positions):
-    return list(images.read_frames(store, key, name, positions))
-
-
 def _filter_block(src, store, key, targets, runs, window, min_values, max_window, mask_nsigma, ready):
     targets = set(int(p) for p in targets)
     done = {}
     for run in runs:
         frames = F.load(src, run)
-        rejected = _read_frames(store, key, "rejected", run)
+        rejected = images.read_frames(store, key, "rejected", run)
         stack = np.stack([f.image for f in frames])
         good = np.stack([np.asarray(f.good, bool) & ~r.astype(bool) & np.isfinite(f.image) for f, r in
                          zip(frames, rejected)])
