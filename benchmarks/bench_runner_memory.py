@@ -10,7 +10,8 @@ process (scheduler file), run the real command `skyreduce reduce INSTRUMENT --sc
 as the client process, and report
 
 - the client's peak RSS (getrusage of the finished child: the command alone, no scheduler),
-- the largest worker's peak RSS (asked from the workers at the end),
+- the largest worker's peak RSS and its RSS after the command (asked from the workers at the end;
+  the cluster's workers start as skyreduce starts them: ``cluster.batch.worker_spawn_config``),
 - the units (summed over the command's pipelines) and wall time,
 
 then the client's growth per day / AOR between the shortest and the longest program (SWAS
@@ -62,9 +63,12 @@ def prepare(root: Path, n: int, instrument: str = "swas") -> Path:
 
 CLUSTER = """
 import sys, time
+import dask
 from distributed import LocalCluster
-c = LocalCluster(n_workers=int(sys.argv[2]), threads_per_worker=1, processes=True, dashboard_address=None,
-                 memory_limit="8GiB", scheduler_kwargs={"host": "127.0.0.1"})
+from cluster.batch import worker_spawn_config    # the workers as skyreduce starts them
+with dask.config.set(worker_spawn_config()):
+    c = LocalCluster(n_workers=int(sys.argv[2]), threads_per_worker=1, processes=True, dashboard_address=None,
+                     memory_limit="8GiB", scheduler_kwargs={"host": "127.0.0.1"})
 import json; open(sys.argv[1], "w").write(json.dumps({"address": c.scheduler_address}))
 while True:
     time.sleep(1)
@@ -91,11 +95,18 @@ def local_cluster(root: Path, n_workers: int = 2):
         cluster.wait()
 
 
-def worker_peak(scheduler_file) -> float:
+def _rss_now_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker_memory(scheduler_file) -> tuple[float, float]:
+    """(largest peak RSS, largest RSS now) of the workers, MB: the peak of the run, and what a
+    worker still holds after it (memory that grows with the work done shows there)."""
     from distributed import Client
     with Client(scheduler_file=str(scheduler_file), timeout=30) as client:
         peaks = client.run(lambda: __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss)
-    return max(peaks.values()) / 1024.0
+        now = client.run(_rss_now_mb)
+    return max(peaks.values()) / 1024.0, max(now.values())
 
 
 def measure(store: Path, out: Path, root: Path, instrument: str = "swas") -> dict:
@@ -112,7 +123,9 @@ def measure(store: Path, out: Path, root: Path, instrument: str = "swas") -> dic
             raise SystemExit("the client's peak RSS could not be told apart from an earlier child's")
         # one unindented summary line per pipeline run ("mips_bcd on STORE: 6 units: ..."); notes are indented
         pipelines = [line for line in r.stdout.splitlines() if re.match(r"\S+ on .*: \d+ units:", line)]
-        return {"client_mb": client_peak / 1024.0, "worker_mb": worker_peak(sched), "seconds": wall,
+        worker_mb, worker_end_mb = worker_memory(sched)
+        return {"client_mb": client_peak / 1024.0, "worker_mb": worker_mb, "worker_end_mb": worker_end_mb,
+                "seconds": wall,
                 "units": sum(int(re.search(r": (\d+) units:", line).group(1)) for line in pipelines),
                 "summary": " | ".join(pipelines)}
 
@@ -142,12 +155,16 @@ def main(argv=None):
         rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
     (args.out / f"memory-{inst}.json").write_text(json.dumps({"instrument": inst, "workers": 2, "rows": rows},
                                                              indent=1) + "\n")
-    print(f"{option:>5} {'client peak MB':>15} {'largest worker MB':>18} {'units':>6} {'wall s':>8}  summary")
+    print(f"{option:>5} {'client peak MB':>15} {'largest worker MB':>18} {'worker at end MB':>17} {'units':>6} "
+          f"{'wall s':>8}  summary")
     for r in rows:
-        print(f"{r[option]:>5} {r['client_mb']:>15.1f} {r['worker_mb']:>18.1f} {r['units']:>6} {r['seconds']:>8.1f}"
+        print(f"{r[option]:>5} {r['client_mb']:>15.1f} {r['worker_mb']:>18.1f} {r['worker_end_mb']:>17.1f} "
+              f"{r['units']:>6} {r['seconds']:>8.1f}"
               f"  {r['summary']}")
     lo, hi = rows[0], rows[-1]
     growth = (hi["client_mb"] - lo["client_mb"]) / max(hi[option] - lo[option], 1)
+    wgrowth = (hi["worker_end_mb"] - lo["worker_end_mb"]) / max(hi[option] - lo[option], 1)
+    print(f"worker growth (RSS after the command): {wgrowth:.2f} MB per {unit}")
     print(f"client growth: {growth:.3f} MB per {unit} ({lo[option]} -> {hi[option]} {option}); "
           f"{spec['far']:,} {option} -> {lo['client_mb'] + growth * (spec['far'] - lo[option]):.0f} MB")
 

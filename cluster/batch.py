@@ -434,23 +434,32 @@ class _MarksClosed:
 
 
 TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+PROFILE_KEY = "distributed.worker.profile.enabled"
 
 
 def worker_spawn_config() -> dict:
     """The dask config under which this package starts nannies (local clusters, the allocation
-    mode's workers): ``MALLOC_TRIM_THRESHOLD_`` in the workers' environment from
-    ``skyreduce.cluster.worker-malloc-trim-threshold`` (default None: unset, glibc's own dynamic
-    thresholds; skyreduce-cluster.yaml says why) instead of distributed's 65536. Set, not a
-    default: ``dask.config.refresh`` would give distributed's default back."""
-    return {TRIM_KEY: dask.config.get(f"{NAMESPACE}.worker-malloc-trim-threshold", default=None)}
+    mode's workers; a nanny hands its config to its worker process):
+
+    - ``MALLOC_TRIM_THRESHOLD_`` in the workers' environment from
+      ``skyreduce.cluster.worker-malloc-trim-threshold`` (default None: unset, glibc's own dynamic
+      thresholds) instead of distributed's 65536;
+    - distributed's statistical profiler from ``skyreduce.cluster.worker-profile`` (default off:
+      its hour of profiles grew a worker's memory with the work done).
+
+    skyreduce-cluster.yaml says why, with the figures. Set, not defaults: ``dask.config.refresh``
+    would give distributed's defaults back."""
+    return {TRIM_KEY: dask.config.get(f"{NAMESPACE}.worker-malloc-trim-threshold", default=None),
+            PROFILE_KEY: bool(dask.config.get(f"{NAMESPACE}.worker-profile", default=False))}
 
 
 def worker_environ() -> str:
     """The job-script line that gives a batch job's workers ``worker_spawn_config``: the job's
-    ``dask worker`` does not import this package, so its nanny would use distributed's 65536. By
-    the environment: a dask config variable whose value is a dict keeps the keys' case."""
-    value = worker_spawn_config()[TRIM_KEY]
-    return f"""export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{{"MALLOC_TRIM_THRESHOLD_": {value!r}}}'"""
+    ``dask worker`` does not import this package, so its nanny would use distributed's defaults. By
+    the environment (a dask config variable whose value is a dict keeps the keys' case)."""
+    spawn = worker_spawn_config()
+    return (f"""export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{{"MALLOC_TRIM_THRESHOLD_": {spawn[TRIM_KEY]!r}}}'"""
+            f" DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED={spawn[PROFILE_KEY]}")
 
 
 @functools.lru_cache(maxsize=None)

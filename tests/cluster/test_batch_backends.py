@@ -48,6 +48,7 @@ def shared(tmp_path):
 # MALLOC_TRIM_THRESHOLD_ in the process that runs it: a lambda, which cloudpickle sends by value, so
 # that client.run reads the worker's environment (os.environ.get would carry the client's own)
 WORKER_MALLOC_TRIM = lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_")  # noqa: E731
+WORKER_PROFILING = lambda dask_worker: "profile" in dask_worker.periodic_callbacks  # noqa: E731
 
 def _section(name, values):
     """Dotted dask-config keys (a mapping set at the section would replace the whole section)."""
@@ -92,9 +93,9 @@ def test_slurm_job_script(shared):
     worker = _worker_line(script)
     assert worker.startswith(f"{sys.executable} -m distributed.cli.dask_worker tls://")
     assert lines.index(worker_environ()) < lines.index(worker)
-    assert worker_environ().endswith("""'{"MALLOC_TRIM_THRESHOLD_": None}'""")
-    with dask.config.set({"skyreduce.cluster.worker-malloc-trim-threshold": 65536}):
-        assert worker_environ().endswith("""'{"MALLOC_TRIM_THRESHOLD_": 65536}'""")
+    assert worker_environ().endswith("""'{"MALLOC_TRIM_THRESHOLD_": None}' DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False""")
+    with dask.config.set({"skyreduce.cluster.worker-malloc-trim-threshold": 65536, "skyreduce.cluster.worker-profile": True}):
+        assert worker_environ().endswith("""'{"MALLOC_TRIM_THRESHOLD_": 65536}' DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True""")
     assert (_flag(worker, "--nworkers"), _flag(worker, "--nthreads")) == ("2", "4")
     assert _flag(worker, "--memory-limit") == "16.00GiB"        # 32 GiB / 2 processes
     assert "--nanny" in worker.split()
@@ -531,6 +532,8 @@ def test_slurm_backend_end_to_end_with_fake_sbatch(fake_slurm, shared, monkeypat
             assert _sum_on(client) == 499500
             # the job's nanny (no skyreduce import) spawned it without MALLOC_TRIM_THRESHOLD_ (batch.worker_environ)
             assert client.run(WORKER_MALLOC_TRIM) == {worker_addr: None}
+            # nor distributed's statistical profiler (DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED)
+            assert client.run(WORKER_PROFILING) == {worker_addr: False}
             (script,) = fake_slurm.glob("*.sh")
             line = _worker_line(script.read_text())
             assert _flag(line, "--tls-cert") == str(folder / "cert.pem")
@@ -562,6 +565,10 @@ if __name__ == "__main__":
     total = client.submit(sum, [1, 2, 3]).result()
     print("RESULT", client.scheduler.address, total, len(info),
           sorted(w["nthreads"] for w in info.values()), flush=True)
+    # the worker's own profiler and environment (cluster.batch.worker_spawn_config)
+    spawn = client.run(lambda dask_worker: ("profile" in dask_worker.periodic_callbacks,
+                                            __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_")))
+    print("WORKERS", sorted(spawn.values()), flush=True)
     client.close()
 """
 
@@ -589,6 +596,8 @@ def test_allocation_mode_three_tasks(tmp_path):
     (line,) = [x for x in outputs[1].splitlines() if x.startswith("RESULT")]
     _, addr, total, nworkers, threads = line.split(maxsplit=4)
     assert addr.startswith("tls://127.0.0.1:") and (total, nworkers, threads) == ("6", "1", "[2]")
+    # its worker started without distributed's profiler and MALLOC_TRIM_THRESHOLD_
+    assert "WORKERS [(False, None)]" in outputs[1].splitlines()
     assert not any("RESULT" in o for o in (outputs[0], outputs[2]))  # only the client goes on
     assert not (shared / "slurm-4242.0").exists()  # removed by the scheduler task
 

@@ -35,6 +35,8 @@ TIMEOUT = "3s"  # short connection timeouts for the refusal tests
 # MALLOC_TRIM_THRESHOLD_ in the process that runs it: a lambda, which cloudpickle sends by value, so
 # that client.run reads the worker's environment (os.environ.get would carry the client's own)
 WORKER_MALLOC_TRIM = lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_")  # noqa: E731
+# whether the worker runs distributed's statistical profiler (its periodic stack sampling)
+WORKER_PROFILING = lambda dask_worker: "profile" in dask_worker.periodic_callbacks  # noqa: E731
 
 def _sum_on(client):
     """A small dask array sum computed through ``client``."""
@@ -109,6 +111,8 @@ def test_default_local_cluster(monkeypatch, caplog):
         assert _sum_on(client) == 499500
         # the nanny spawned them without distributed's MALLOC_TRIM_THRESHOLD_ (skyreduce-cluster.yaml)
         assert set(client.run(WORKER_MALLOC_TRIM).values()) == {None}
+        # and without distributed's profiler (skyreduce.cluster.worker-profile)
+        assert set(client.run(WORKER_PROFILING).values()) == {False}
     assert client.status == "closed"
     assert lc.status == Status.closed
     messages = [r.getMessage() for r in caplog.records if r.name == "cluster.connect"]
