@@ -323,14 +323,16 @@ def read_bcd_header(path):
         aot_type=str(get("AOT_TYPE", "")).strip()), None
 
 
-def find_bcds(paths):
+def find_bcds(paths, client=None, batch=64):
     """BCDs among ``paths`` (files or folders) -> (list of ``BcdFile``, list of problem lines).
 
     Folders are searched recursively for ``*_bcd.fits``; a file given by name is taken as it
     is (e.g. an SSC ``*_cbcd.fits``).  Each file that cannot be used (unreadable, no image,
     no usable celestial WCS, unknown instrument or channel) gives one line naming it and is
     left out; so does a path that does not exist and a folder without BCDs.  The BCDs come
-    sorted by path, each file once.
+    sorted by path, each file once.  ``client``: the headers are read by the cluster's
+    workers, ``batch`` files per task (the same result; reading them here took 3.4 ms per
+    BCD, 3.4 s of a 1,000-BCD mosaic on 2 workers before any worker had work).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -345,18 +347,29 @@ def find_bcds(paths):
             files.append(p)
         else:
             problems.append(f"{p}: no such file or folder")
-    bcds, seen = [], set()
+    unique, seen = [], set()
     for f in sorted(files):
         key = f.resolve()
-        if key in seen:
-            continue
-        seen.add(key)
-        bcd, problem = read_bcd_header(f)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    if client is None or len(unique) <= batch:
+        read = _read_headers(unique)
+    else:
+        parts = [unique[i:i + batch] for i in range(0, len(unique), batch)]
+        read = [r for part in client.gather(client.map(_read_headers, parts, pure=False)) for r in part]
+    bcds = []
+    for bcd, problem in read:
         if bcd is None:
             problems.append(problem)
         else:
             bcds.append(bcd)
     return bcds, problems
+
+
+def _read_headers(files):
+    """[``read_bcd_header(f)``] of ``files`` (one task of ``find_bcds``)."""
+    return [read_bcd_header(f) for f in files]
 
 
 # ------------------------------------------------------------------ grouping

@@ -1,6 +1,7 @@
 """``skyreduce mosaic``: the level-2 step on BCD FITS files (ours or the SSC's, MIPS or IRAC).
 
-The files are found and grouped on the client from their headers (``bcdfiles``); the
+The files are found and grouped on the client from their headers (``bcdfiles``; with a cluster
+its workers read the headers); the
 mosaics run on the runner (``pipeline.FileMosaic``) with a work store ``OUTDIR/work`` that keeps
 the per-frame state (offsets, rejected pixels, status), the mosaic images and the units'
 records, so a rerun skips the mosaics already done. Products in OUTDIR: per array
@@ -23,7 +24,7 @@ def mosaic_files(paths, out, *, refcat=None, per_aor=False, pixel_scale=None, cl
     """Mosaic the BCDs found under ``paths`` into ``out``; a RunSummary (exit 1 when any file was
     skipped or any mosaic failed)."""
     out = Path(out)
-    bcds, problems = find_bcds([Path(p) for p in paths])
+    bcds, problems = find_bcds([Path(p) for p in paths], client=client)
     for line in problems:
         report(line)
     for b in bcds:

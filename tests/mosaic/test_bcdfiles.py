@@ -126,6 +126,12 @@ def test_problems_name_each_bad_file(irac_dir, reference_dir, tmp_path):
     assert text_of[str(empty)].startswith("no image")
     assert text_of[str(irs)].startswith("unknown instrument")
     assert text_of[str(tmp_path / "nothere")] == "no such file or folder"
+    # the headers read by a cluster's workers, 2 files per task: the same BCDs and lines, in order
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+            Client(lc) as client:
+        assert bf.find_bcds([tmp_path, irs, tmp_path / "nothere", good], client=client, batch=2) == (bcds, problems)
+        assert sum(len(w.data) + w.state.executed_count for w in lc.workers.values()) > 0
 
 
 def test_ssc_cbcd_given_by_name_finds_its_companions(irac_dir, tmp_path):
