@@ -31,6 +31,7 @@ from cluster.batch import worker_environ
 from cluster.connect import connect
 from cluster.options import add_cluster_arguments, connect_from_args
 from reduce.errors import ReduceError
+from worker_probes import WORKER_MALLOC_TRIM, WORKER_PROFILING
 
 co = importlib.import_module("cluster.options")
 REPO = Path(__file__).resolve().parents[2]
@@ -44,11 +45,6 @@ def shared(tmp_path):
     with dask.config.set({"skyreduce.cluster.shared-directory": str(folder)}):
         yield folder
 
-
-# MALLOC_TRIM_THRESHOLD_ in the process that runs it: a lambda, which cloudpickle sends by value, so
-# that client.run reads the worker's environment (os.environ.get would carry the client's own)
-WORKER_MALLOC_TRIM = lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_")  # noqa: E731
-WORKER_PROFILING = lambda dask_worker: "profile" in dask_worker.periodic_callbacks  # noqa: E731
 
 def _section(name, values):
     """Dotted dask-config keys (a mapping set at the section would replace the whole section)."""

@@ -24,6 +24,7 @@ from distributed.system import MEMORY_LIMIT
 from cluster.connect import connect, resolve_options
 from cluster.options import add_cluster_arguments, connect_from_args
 from reduce.errors import ReduceError
+from worker_probes import WORKER_MALLOC_TRIM, WORKER_PROFILING
 
 # the submodules (the package attribute `cluster.connect` is the function)
 cc = importlib.import_module("cluster.connect")
@@ -31,12 +32,6 @@ co = importlib.import_module("cluster.options")
 
 TIMEOUT = "3s"  # short connection timeouts for the refusal tests
 
-
-# MALLOC_TRIM_THRESHOLD_ in the process that runs it: a lambda, which cloudpickle sends by value, so
-# that client.run reads the worker's environment (os.environ.get would carry the client's own)
-WORKER_MALLOC_TRIM = lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_")  # noqa: E731
-# whether the worker runs distributed's statistical profiler (its periodic stack sampling)
-WORKER_PROFILING = lambda dask_worker: "profile" in dask_worker.periodic_callbacks  # noqa: E731
 
 def _sum_on(client):
     """A small dask array sum computed through ``client``."""

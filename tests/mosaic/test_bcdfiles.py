@@ -131,7 +131,7 @@ def test_problems_name_each_bad_file(irac_dir, reference_dir, tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
             Client(lc) as client:
         assert bf.find_bcds([tmp_path, irs, tmp_path / "nothere", good], client=client, batch=2) == (bcds, problems)
-        assert sum(len(w.data) + w.state.executed_count for w in lc.workers.values()) > 0
+        assert sum(w.state.executed_count for w in lc.workers.values()) > 0     # read there
 
 
 def test_ssc_cbcd_given_by_name_finds_its_companions(irac_dir, tmp_path):
